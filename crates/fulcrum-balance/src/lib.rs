@@ -1,0 +1,28 @@
+//! Fulcrum's pure balancing core.
+//!
+//! Everything that decides *which backend* lives here, free of any async
+//! runtime or I/O so that it can be tested with a fake clock and seeded
+//! randomness, reused by the simulator, and kept fast:
+//!
+//! - [`Load`]: the live, lock-free counters of one backend (in-flight
+//!   requests, totals) that load-aware algorithms read;
+//! - [`Selector`]: the one trait every algorithm implements. A selector is
+//!   built once per membership change ("build slowly, pick quickly", as
+//!   pingora-load-balancing does) and then only read on the request path;
+//! - [`algorithms`]: one module per algorithm, each citing its source;
+//! - [`SplitMix64`]: the seeded random source passed into picks.
+//!
+//! Algorithms return the first *acceptable* candidate in their own order;
+//! the caller decides what is acceptable (health, circuit breaker, drain)
+//! through one filter, so no algorithm re-implements availability
+//! (pingora's `select_with(key, max_iterations, accept)`).
+
+pub mod algorithms;
+mod load;
+mod rng;
+mod selector;
+
+pub use algorithms::{build_selector, Algorithm};
+pub use load::{InFlight, Load};
+pub use rng::SplitMix64;
+pub use selector::{Member, PickContext, Selector};

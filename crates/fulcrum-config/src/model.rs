@@ -1,0 +1,180 @@
+//! The validated, typed configuration every other part of Fulcrum is built
+//! from. Each field documents its default; defaults live in one place, the
+//! `DEFAULT_*` constants below, which the README's reference mirrors.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use fulcrum_balance::Algorithm;
+
+/// Drain time on SIGTERM: `[server] graceful_timeout`.
+pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
+/// `pools.*.timeouts.connect`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// `pools.*.timeouts.response_header`.
+pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// `pools.*.timeouts.idle`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `pools.*.max_idle_per_backend`.
+pub const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 64;
+/// `pools.*.backends[*].weight`.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Largest accepted backend weight.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[server]`.
+    pub server: Server,
+    /// `[admin]`; no admin listener when absent.
+    pub admin: Option<Admin>,
+    /// `[[listeners]]`, in file order.
+    pub listeners: Vec<Listener>,
+    /// `[pools.NAME]`, by name.
+    pub pools: BTreeMap<String, Pool>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// Worker threads; 0 (the default) = one per core.
+    pub worker_threads: usize,
+    /// How long in-flight requests may finish after SIGTERM (default 30s).
+    pub graceful_timeout: Duration,
+}
+
+/// The admin API listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// Address of the admin API, `/metrics`, `/stats` and the dashboard.
+    pub listen: SocketAddr,
+    /// Bearer token; required when `listen` is not a loopback address.
+    pub token: Option<String>,
+}
+
+/// One listening socket and what it serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// `http` (default), `https` or `tcp`.
+    pub protocol: Protocol,
+    /// Pool for requests no route matches (every connection, for `tcp`).
+    pub pool: String,
+    /// Certificates, for `https`.
+    pub tls: Option<Tls>,
+    /// L7 routing rules; the first match wins.
+    pub routes: Vec<Route>,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 and HTTP/2 (prior knowledge) in clear text.
+    Http,
+    /// HTTP/1.1 and HTTP/2 over TLS (ALPN).
+    Https,
+    /// Raw TCP, balanced per connection.
+    Tcp,
+}
+
+/// Certificates of an `https` listener; one is chosen per connection by SNI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// PEM certificate chains with their keys; the first is the default.
+    pub certificates: Vec<CertificatePaths>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificatePaths {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// One L7 routing rule: all given conditions must match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Host condition, without port.
+    pub host: Option<HostMatch>,
+    /// Path prefix condition.
+    pub path_prefix: Option<String>,
+    /// Allowed methods (upper case); empty = any.
+    pub methods: Vec<String>,
+    /// Exact header matches (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Where matching requests go.
+    pub target: RouteTarget,
+}
+
+/// A host condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `api.example.com`, lower case.
+    Exact(String),
+    /// `*.example.com`, stored as the suffix `.example.com`.
+    Wildcard(String),
+}
+
+/// Where a route sends requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// One pool.
+    Pool(String),
+    /// Pools chosen at random in proportion to their weights.
+    Split(Vec<(String, u32)>),
+}
+
+/// A set of backends and how to balance over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    /// Balancing algorithm (default `round_robin`).
+    pub algorithm: Algorithm,
+    /// Backends, in file order.
+    pub backends: Vec<Backend>,
+    /// Upstream timeouts.
+    pub timeouts: Timeouts,
+    /// Idle keep-alive connections kept per backend and worker thread (default 64).
+    pub max_idle_per_backend: usize,
+}
+
+/// One backend server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// `IP:port`.
+    pub address: SocketAddr,
+    /// Relative capacity, 1..=1000000 (default 1).
+    pub weight: u32,
+    /// Availability zone, for locality-aware balancing.
+    pub zone: Option<String>,
+    /// Region, for geographic routing.
+    pub region: Option<String>,
+}
+
+/// Upstream timeouts of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect to a backend (default 5s); expiry counts as a connect failure (502).
+    pub connect: Duration,
+    /// From request sent to response headers received (default 60s); expiry answers 504.
+    pub response_header: Duration,
+    /// How long an idle upstream keep-alive connection is kept (default 60s).
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            response_header: DEFAULT_RESPONSE_HEADER_TIMEOUT,
+            idle: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Turns the file's serde structs into the typed [`Config`], collecting
+//! every problem (not just the first) with its key path and line:column.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::file::{BackendFile, FileConfig, ListenerFile, PoolFile, RouteFile};
+use crate::model::*;
+use crate::parse_duration;
+use crate::span::{self, KeyPath};
+
+/// Validates `raw` (parsed from `text`); relative paths resolve against `base_dir`.
+pub fn validate(raw: FileConfig, text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
+    let mut v = Validator { text, base_dir, errors: Vec::new() };
+    let root = KeyPath::default();
+    let server = v.server(&raw, &root.key("server"));
+    let admin = raw.admin.as_ref().and_then(|a| v.admin(a, &root.key("admin")));
+    let pools: BTreeMap<String, Pool> = raw
+        .pools
+        .iter()
+        .filter_map(|(name, pool)| Some((name.clone(), v.pool(pool, &root.key("pools").key(name))?)))
+        .collect();
+    let pool_names: HashSet<&str> = raw.pools.keys().map(String::as_str).collect();
+    let listeners = v.listeners(&raw.listeners, &root.key("listeners"), &pool_names);
+    if v.errors.is_empty() {
+        Ok(Config { server, admin, listeners, pools })
+    } else {
+        v.errors.sort_by_key(|e| e.location);
+        Err(v.errors)
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    base_dir: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.to_string(),
+            location: span::locate(self.text, path),
+            message: message.into(),
+        });
+    }
+
+    /// `value` with every `${NAME}` replaced by that environment variable.
+    fn string(&mut self, path: &KeyPath, value: &str) -> Option<String> {
+        let mut out = String::with_capacity(value.len());
+        let mut rest = value;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let Some(len) = rest[start + 2..].find('}') else {
+                self.error(path, "unterminated `${` (write `${NAME}` to read the environment variable NAME)");
+                return None;
+            };
+            let name = &rest[start + 2..start + 2 + len];
+            match std::env::var(name) {
+                Ok(found) => out.push_str(&found),
+                Err(_) => {
+                    self.error(path, format!("environment variable `{name}` is not set"));
+                    return None;
+                }
+            }
+            rest = &rest[start + 3 + len..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+
+    fn duration(&mut self, path: &KeyPath, value: Option<&String>, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                self.error(path, "must be longer than zero");
+                default
+            }
+            Ok(d) => d,
+            Err(message) => {
+                self.error(path, message);
+                default
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, path: &KeyPath, value: &str) -> Option<SocketAddr> {
+        let value = self.string(path, value)?;
+        match value.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(path, format!("`{value}` is not an IP:port address (e.g. \"127.0.0.1:8080\")"));
+                None
+            }
+        }
+    }
+
+    fn server(&mut self, raw: &FileConfig, path: &KeyPath) -> Server {
+        let worker_threads = raw.server.worker_threads.unwrap_or(0);
+        if worker_threads > 1024 {
+            self.error(&path.key("worker_threads"), "must be at most 1024 (0 = one per core)");
+        }
+        let graceful_timeout = self.duration(
+            &path.key("graceful_timeout"),
+            raw.server.graceful_timeout.as_ref(),
+            DEFAULT_GRACEFUL_TIMEOUT,
+        );
+        Server { worker_threads, graceful_timeout }
+    }
+
+    fn admin(&mut self, raw: &crate::file::AdminFile, path: &KeyPath) -> Option<Admin> {
+        let listen = self.socket_addr(&path.key("listen"), &raw.listen)?;
+        let token = match &raw.token {
+            Some(t) => Some(self.string(&path.key("token"), t)?).filter(|t| !t.is_empty()),
+            None => None,
+        };
+        if token.is_none() && !listen.ip().is_loopback() {
+            self.error(
+                &path.key("listen"),
+                "a non-loopback admin address needs `admin.token` (anyone could steer the balancer)",
+            );
+        }
+        Some(Admin { listen, token })
+    }
+
+    fn listeners(&mut self, raw: &[ListenerFile], path: &KeyPath, pools: &HashSet<&str>) -> Vec<Listener> {
+        let mut names = HashSet::new();
+        let mut addresses = HashSet::new();
+        let mut listeners = Vec::new();
+        for (i, listener) in raw.iter().enumerate() {
+            let path = path.index(i);
+            if listener.name.is_empty() {
+                self.error(&path.key("name"), "must not be empty");
+            } else if !names.insert(listener.name.as_str()) {
+                self.error(
+                    &path.key("name"),
+                    format!("another listener is already named `{}`", listener.name),
+                );
+            }
+            let listen = self.socket_addr(&path.key("listen"), &listener.listen);
+            if let Some(addr) = listen {
+                if !addresses.insert(addr) {
+                    self.error(&path.key("listen"), format!("another listener already listens on {addr}"));
+                }
+            }
+            if let Some(built) = self.listener(listener, &path, listen, pools) {
+                listeners.push(built);
+            }
+        }
+        listeners
+    }
+
+    fn listener(
+        &mut self,
+        raw: &ListenerFile,
+        path: &KeyPath,
+        listen: Option<SocketAddr>,
+        pools: &HashSet<&str>,
+    ) -> Option<Listener> {
+        let protocol = match raw.protocol.as_deref().unwrap_or("http") {
+            "http" => Protocol::Http,
+            "https" => Protocol::Https,
+            "tcp" => Protocol::Tcp,
+            other => {
+                self.error(
+                    &path.key("protocol"),
+                    format!("unknown protocol `{other}`; expected http, https or tcp"),
+                );
+                return None;
+            }
+        };
+        self.pool_ref(&path.key("pool"), &raw.pool, pools);
+        let tls = match (&raw.tls, protocol) {
+            (Some(tls), Protocol::Https) => self.tls(tls, &path.key("tls")),
+            (None, Protocol::Https) => {
+                self.error(&path.key("protocol"), "an https listener needs `tls = { certificates = [...] }`");
+                None
+            }
+            (Some(_), _) => {
+                self.error(&path.key("tls"), "only an https listener takes `tls`");
+                None
+            }
+            (None, _) => None,
+        };
+        if protocol == Protocol::Tcp && !raw.routes.is_empty() {
+            self.error(&path.key("routes"), "a tcp listener cannot route by HTTP rules; remove `routes`");
+        }
+        let routes = raw
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.route(r, &path.key("routes").index(i), pools))
+            .collect();
+        Some(Listener {
+            name: raw.name.clone(),
+            listen: listen?,
+            protocol,
+            pool: raw.pool.clone(),
+            tls,
+            routes,
+        })
+    }
+
+    fn pool_ref(&mut self, path: &KeyPath, name: &str, pools: &HashSet<&str>) {
+        if !pools.contains(name) {
+            self.error(path, format!("no pool named `{name}` (define it as [pools.{name}])"));
+        }
+    }
+
+    fn tls(&mut self, raw: &crate::file::TlsFile, path: &KeyPath) -> Option<Tls> {
+        if raw.certificates.is_empty() {
+            self.error(&path.key("certificates"), "needs at least one { cert, key } pair");
+        }
+        let mut certificates = Vec::new();
+        for (i, pair) in raw.certificates.iter().enumerate() {
+            let path = path.key("certificates").index(i);
+            let cert = self.existing_file(&path.key("cert"), &pair.cert);
+            let key = self.existing_file(&path.key("key"), &pair.key);
+            certificates.push(CertificatePaths { cert: cert?, key: key? });
+        }
+        Some(Tls { certificates })
+    }
+
+    fn existing_file(&mut self, path: &KeyPath, value: &str) -> Option<std::path::PathBuf> {
+        let file = self.base_dir.join(self.string(path, value)?);
+        if file.is_file() {
+            Some(file)
+        } else {
+            self.error(path, format!("no such file: {}", file.display()));
+            None
+        }
+    }
+
+    fn route(&mut self, raw: &RouteFile, path: &KeyPath, pools: &HashSet<&str>) -> Option<Route> {
+        let host = raw.host.as_ref().map(|h| match h.to_ascii_lowercase().strip_prefix('*') {
+            Some(suffix) => HostMatch::Wildcard(suffix.to_string()),
+            None => HostMatch::Exact(h.to_ascii_lowercase()),
+        });
+        if let Some(HostMatch::Wildcard(suffix)) = &host {
+            if !suffix.starts_with('.') {
+                self.error(&path.key("host"), "a wildcard host must look like \"*.example.com\"");
+            }
+        }
+        if let Some(prefix) = &raw.path_prefix {
+            if !prefix.starts_with('/') {
+                self.error(&path.key("path_prefix"), "must start with `/`");
+            }
+        }
+        let methods: Vec<String> = raw.methods.iter().flatten().map(|m| m.to_ascii_uppercase()).collect();
+        for (i, method) in methods.iter().enumerate() {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                self.error(&path.key("methods").index(i), format!("`{method}` is not an HTTP method"));
+            }
+        }
+        let headers =
+            raw.headers.iter().flatten().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+        let target = match (&raw.pool, &raw.split) {
+            (Some(pool), None) => {
+                self.pool_ref(&path.key("pool"), pool, pools);
+                RouteTarget::Pool(pool.clone())
+            }
+            (None, Some(split)) => {
+                if split.is_empty() {
+                    self.error(&path.key("split"), "needs at least one { pool, weight }");
+                }
+                for (i, part) in split.iter().enumerate() {
+                    self.pool_ref(&path.key("split").index(i).key("pool"), &part.pool, pools);
+                }
+                if split.iter().all(|p| p.weight == 0) {
+                    self.error(&path.key("split"), "at least one weight must be above zero");
+                }
+                RouteTarget::Split(split.iter().map(|p| (p.pool.clone(), p.weight)).collect())
+            }
+            _ => {
+                self.error(path, "a route needs exactly one of `pool` or `split`");
+                return None;
+            }
+        };
+        Some(Route { host, path_prefix: raw.path_prefix.clone(), methods, headers, target })
+    }
+
+    fn pool(&mut self, raw: &PoolFile, path: &KeyPath) -> Option<Pool> {
+        let name = raw.algorithm.as_deref().unwrap_or("round_robin");
+        let algorithm = Algorithm::from_name(name);
+        if algorithm.is_none() {
+            self.error(
+                &path.key("algorithm"),
+                format!("unknown algorithm `{name}`; expected one of {}", Algorithm::NAMES.join(", ")),
+            );
+        }
+        let mut seen = HashSet::new();
+        let backends: Vec<Backend> = raw
+            .backends
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let path = path.key("backends").index(i);
+                let backend = self.backend(b, &path)?;
+                if !seen.insert(backend.address) {
+                    self.error(
+                        &path.key("address"),
+                        format!("{} is listed twice in this pool", backend.address),
+                    );
+                }
+                Some(backend)
+            })
+            .collect();
+        let timeouts = raw.timeouts.as_ref().map_or_else(Timeouts::default, |t| {
+            let path = path.key("timeouts");
+            Timeouts {
+                connect: self.duration(&path.key("connect"), t.connect.as_ref(), DEFAULT_CONNECT_TIMEOUT),
+                response_header: self.duration(
+                    &path.key("response_header"),
+                    t.response_header.as_ref(),
+                    DEFAULT_RESPONSE_HEADER_TIMEOUT,
+                ),
+                idle: self.duration(&path.key("idle"), t.idle.as_ref(), DEFAULT_IDLE_TIMEOUT),
+            }
+        });
+        Some(Pool {
+            algorithm: algorithm?,
+            backends,
+            timeouts,
+            max_idle_per_backend: raw.max_idle_per_backend.unwrap_or(DEFAULT_MAX_IDLE_PER_BACKEND),
+        })
+    }
+
+    fn backend(&mut self, raw: &BackendFile, path: &KeyPath) -> Option<Backend> {
+        let address = self.socket_addr(&path.key("address"), &raw.address);
+        let weight = raw.weight.unwrap_or(DEFAULT_WEIGHT);
+        if !(1..=MAX_WEIGHT).contains(&weight) {
+            self.error(&path.key("weight"), format!("must be between 1 and {MAX_WEIGHT} (got {weight})"));
+        }
+        Some(Backend { address: address?, weight, zone: raw.zone.clone(), region: raw.region.clone() })
+    }
+}
