@@ -1,1 +1,25 @@
-//! placeholder
+//! Fulcrum's data path: listeners (HTTP/1.1, HTTP/2, TLS, TCP), routing,
+//! forwarding over pooled upstream connections, and the control plane
+//! that starts, reloads and drains them.
+//!
+//! A request's path reads top to bottom through the modules:
+//! [`listener`] accepts → [`route`] picks the pool → [`pool`] picks the
+//! backend with the core's selector → [`http`] (or [`tcp`]) forwards over
+//! [`upstream`] connections.
+
+mod backend;
+mod clock;
+mod error;
+pub mod http;
+mod listener;
+mod pool;
+mod rng;
+mod route;
+mod server;
+mod stats;
+mod tcp;
+mod tls;
+mod upstream;
+
+pub use server::Proxy;
+pub use stats::{BackendStats, PoolStats, Stats};

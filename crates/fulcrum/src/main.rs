@@ -1,1 +1,36 @@
-fn main() {}
+//! `fulcrum`: the command-line entry point. Each subcommand lives in its
+//! own module; this file only parses arguments and maps outcomes to exit
+//! codes (0 success, 2 bad usage or invalid config, 1 runtime failure).
+
+mod backend;
+mod check;
+mod cli;
+mod demo;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match cli.command {
+        cli::Command::Run { config } => run::run(&config),
+        cli::Command::Check { config } => check::check(&config),
+        cli::Command::Backend(args) => backend::run(args),
+        cli::Command::Demo => demo::run(),
+    }
+}
+
+/// Prints a runtime failure and returns exit code 1.
+fn runtime_failure(error: &anyhow::Error) -> ExitCode {
+    eprintln!("fulcrum: {error:#}");
+    ExitCode::from(1)
+}

@@ -1,0 +1,121 @@
+//! The response body Fulcrum sends to clients: either a short message of
+//! its own (errors) or a backend's body streamed frame by frame.
+//!
+//! A streamed body carries the upstream connection and the backend's
+//! in-flight guard: when the body has been read to its end the connection
+//! goes back to the idle pool and the request stops counting as in flight;
+//! when the client goes away early, the connection is dropped (it may
+//! still hold unread bytes) and the guard with it.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use fulcrum_balance::InFlight;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+
+use crate::upstream::{self, Target};
+
+/// A body Fulcrum answers a client with.
+#[derive(Debug)]
+pub struct ProxyBody(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    Message(Option<Bytes>),
+    Upstream(Box<UpstreamBody>),
+}
+
+/// A backend's response body and what to release when it ends.
+#[derive(Debug)]
+struct UpstreamBody {
+    body: Incoming,
+    finished: bool,
+    connection: Option<(SendRequest<Incoming>, Target)>,
+    in_flight: Option<InFlight>,
+}
+
+impl ProxyBody {
+    /// A complete body of Fulcrum's own.
+    pub fn message(text: &'static str) -> Self {
+        Self(Kind::Message(Some(Bytes::from_static(text.as_bytes()))))
+    }
+
+    /// A backend's body; `connection` is returned to the pool at its end
+    /// (`None` for connections that must not be reused).
+    pub fn upstream(
+        body: Incoming,
+        connection: Option<(SendRequest<Incoming>, Target)>,
+        in_flight: InFlight,
+    ) -> Self {
+        Self(Kind::Upstream(Box::new(UpstreamBody {
+            body,
+            finished: false,
+            connection,
+            in_flight: Some(in_flight),
+        })))
+    }
+}
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        self.finished = true;
+        self.in_flight = None;
+        if let Some((sender, target)) = self.connection.take() {
+            upstream::checkin(&target, sender);
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if !self.finished && self.body.is_end_stream() {
+            self.finish();
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().0 {
+            Kind::Message(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(upstream) => {
+                let frame = ready!(Pin::new(&mut upstream.body).poll_frame(cx));
+                match &frame {
+                    None => upstream.finish(),
+                    Some(Err(_)) => {
+                        upstream.connection = None;
+                        if let Some(in_flight) = &upstream.in_flight {
+                            in_flight.load().record_error();
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Message(bytes) => bytes.is_none(),
+            Kind::Upstream(upstream) => upstream.finished || upstream.body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Message(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Kind::Message(None) => SizeHint::with_exact(0),
+            Kind::Upstream(upstream) => upstream.body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Header rules for forwarding (RFC 9110 §7.6.1, RFC 7239's de-facto
+//! `X-Forwarded-*` cousins): hop-by-hop headers and those named in
+//! `Connection` are dropped both ways, `Host` is kept, the client is
+//! appended to `X-Forwarded-For`, and the request line becomes origin-form
+//! HTTP/1.1 for the backend.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Uri, Version};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that describe one connection, never the message.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Whether the request asks to switch protocols (WebSocket).
+pub fn is_upgrade(parts: &Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && parts.headers.contains_key(header::UPGRADE)
+        && connection_tokens(&parts.headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// Removes hop-by-hop headers and every header `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> =
+            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Connection facts the request rewrite needs, computed once per connection.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The client's IP, as it goes into `X-Forwarded-For`.
+    pub ip: HeaderValue,
+    /// `http` or `https`.
+    pub proto: HeaderValue,
+}
+
+/// Rewrites a client request for the backend. `upgrade` keeps the
+/// protocol-switch headers a WebSocket handshake needs.
+pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: bool) {
+    let upgrade_to = if upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade_to {
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
+        None => client.ip.clone(),
+        Some(_) => {
+            let mut joined = Vec::with_capacity(64);
+            for value in headers.get_all(&X_FORWARDED_FOR) {
+                joined.extend_from_slice(value.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(client.ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.ip.clone())
+        }
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+    headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
+
+    let host = match headers.get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        headers.entry(header::HOST).or_insert(host);
+    }
+
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        parts.uri =
+            parts.uri.path_and_query().map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    }
+    parts.version = Version::HTTP_11;
+}
+
+/// Rewrites a backend response for the client.
+pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
+    let upgrade_to = if switching_protocols { headers.get(header::UPGRADE).cloned() } else { None };
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade_to {
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Why a request must be refused with 400 before it reaches any backend.
+pub fn malformed(parts: &Parts) -> Option<&'static str> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first_host = hosts.next();
+    if hosts.next().is_some() {
+        return Some("more than one Host header\n");
+    }
+    if first_host.is_none() && parts.version == Version::HTTP_11 {
+        return Some("an HTTP/1.1 request needs a Host header\n");
+    }
+    if first_host.is_none() && parts.version == Version::HTTP_2 && parts.uri.authority().is_none() {
+        return Some("an HTTP/2 request needs :authority or Host\n");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(request: http::request::Builder) -> Parts {
+        request.body(()).unwrap().into_parts().0
+    }
+
+    fn client() -> ClientInfo {
+        ClientInfo { ip: HeaderValue::from_static("10.0.0.9"), proto: HeaderValue::from_static("http") }
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_dropped() {
+        let mut p = parts(
+            http::Request::get("/x")
+                .header("host", "site")
+                .header("connection", "keep-alive, X-Secret")
+                .header("x-secret", "1")
+                .header("keep-alive", "timeout=5")
+                .header("te", "trailers")
+                .header("x-kept", "yes"),
+        );
+        prepare_request(&mut p, &client(), false);
+        for gone in ["connection", "x-secret", "keep-alive", "te"] {
+            assert!(!p.headers.contains_key(gone), "{gone} was forwarded");
+        }
+        assert_eq!(p.headers["x-kept"], "yes");
+        assert_eq!(p.headers["host"], "site");
+        assert_eq!(p.headers["x-forwarded-host"], "site");
+        assert_eq!(p.headers["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut p = parts(http::Request::get("/").header("host", "h").header("x-forwarded-for", "1.2.3.4"));
+        prepare_request(&mut p, &client(), false);
+        assert_eq!(p.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        let mut p = parts(http::Request::get("/").header("host", "h"));
+        prepare_request(&mut p, &client(), false);
+        assert_eq!(p.headers["x-forwarded-for"], "10.0.0.9");
+    }
+
+    #[test]
+    fn http2_authority_becomes_host_and_origin_form() {
+        let mut p = parts(http::Request::get("https://example.com:8443/a?b=1").version(Version::HTTP_2));
+        assert_eq!(malformed(&p), None);
+        prepare_request(&mut p, &client(), false);
+        assert_eq!(p.uri, "/a?b=1");
+        assert_eq!(p.headers["host"], "example.com:8443");
+        assert_eq!(p.version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn upgrade_headers_survive_for_websockets() {
+        let mut p = parts(
+            http::Request::get("/ws")
+                .header("host", "h")
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket"),
+        );
+        assert!(is_upgrade(&p));
+        prepare_request(&mut p, &client(), true);
+        assert_eq!(p.headers["upgrade"], "websocket");
+        assert_eq!(p.headers["connection"], "upgrade");
+    }
+
+    #[test]
+    fn missing_or_repeated_host_is_malformed() {
+        assert!(malformed(&parts(http::Request::get("/"))).is_some());
+        assert!(malformed(&parts(http::Request::get("/").header("host", "a").header("host", "b"))).is_some());
+        assert!(malformed(&parts(http::Request::get("/").version(Version::HTTP_10))).is_none());
+    }
+}

@@ -1,0 +1,21 @@
+//! Fulcrum's own short answers: every refusal says why in plain text.
+
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+
+use super::body::ProxyBody;
+
+/// A plain-text response with `status` and `message`.
+pub fn plain(status: StatusCode, message: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::message(message));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// 503 when no backend of the pool can take the request.
+pub fn no_backend() -> Response<ProxyBody> {
+    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "no backend is available for this request\n");
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}

@@ -1,0 +1,131 @@
+//! Listening sockets and their accept loops.
+//!
+//! A socket is bound once per address and kept across reloads; what it
+//! serves — protocol, routes, pools, certificates — is a
+//! [`ListenerState`] behind an `ArcSwap`, replaced atomically on reload
+//! so new connections and requests see the new config while in-flight
+//! ones finish on the old.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use fulcrum_config::Protocol;
+use http::request::Parts;
+use http::HeaderValue;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::http::{self as l7, ClientInfo, Connection};
+use crate::pool::Pool;
+use crate::route::{request_host, CompiledRoute};
+use crate::tcp;
+
+/// How long a TLS client may take to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one listener serves, as of the last (re)load.
+#[derive(Debug)]
+pub struct ListenerState {
+    /// The listener's name.
+    pub name: String,
+    /// What it speaks.
+    pub protocol: Protocol,
+    /// Routing rules, first match wins.
+    pub routes: Vec<CompiledRoute>,
+    /// Pool for requests no rule matches.
+    pub default_pool: Arc<Pool>,
+    /// TLS acceptor, for https.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl ListenerState {
+    /// The pool a request goes to.
+    pub fn route(&self, request: &Parts) -> Arc<Pool> {
+        if self.routes.is_empty() {
+            return Arc::clone(&self.default_pool);
+        }
+        let host = request_host(request);
+        let pool =
+            self.routes.iter().find(|r| r.matches(request, host)).map_or(&self.default_pool, |r| r.pool());
+        Arc::clone(pool)
+    }
+}
+
+/// Everything an accept loop needs.
+#[derive(Debug, Clone)]
+pub struct Acceptor {
+    /// The swappable listener state.
+    pub state: Arc<ArcSwap<ListenerState>>,
+    /// Ends this accept loop (listener removed, or process stopping).
+    pub stop: CancellationToken,
+    /// Asks open connections to finish gracefully (process stopping).
+    pub drain: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Shared HTTP connection settings.
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+}
+
+/// Binds `address` (with `SO_REUSEADDR`, as every restartable server does).
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = std::net::TcpListener::bind(address)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket)
+}
+
+/// Accepts connections until `acceptor.stop` fires.
+pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
+    loop {
+        let accepted = tokio::select! {
+            () = acceptor.stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let acceptor = acceptor.clone();
+                acceptor.tracker.clone().spawn(serve_connection(stream, peer, acceptor));
+            }
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Acceptor) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    let state = acceptor.state.load_full();
+    let client = |proto: &'static str| ClientInfo {
+        ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value"),
+        proto: HeaderValue::from_static(proto),
+    };
+    match state.protocol {
+        Protocol::Tcp => tcp::proxy(stream, &state.default_pool).await,
+        Protocol::Http => {
+            let connection =
+                Arc::new(Connection { state: Arc::clone(&acceptor.state), client: client("http") });
+            l7::serve(stream, &acceptor.builder, connection, acceptor.drain).await;
+        }
+        Protocol::Https => {
+            let Some(tls) = state.tls.clone().map(tokio_rustls::TlsAcceptor::from) else { return };
+            drop(state);
+            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(client = %peer, "TLS handshake timed out"),
+            };
+            let connection =
+                Arc::new(Connection { state: Arc::clone(&acceptor.state), client: client("https") });
+            l7::serve(stream, &acceptor.builder, connection, acceptor.drain).await;
+        }
+    }
+}

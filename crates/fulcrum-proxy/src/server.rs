@@ -1,0 +1,222 @@
+//! The running proxy: binds listeners, builds pools, applies reloads as a
+//! diff, and drains on shutdown. This is the control plane; nothing here
+//! runs per request.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use fulcrum_config::{diff, Change, Config, Protocol};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::listener::{self, Acceptor, ListenerState};
+use crate::pool::Pool;
+use crate::route::CompiledRoute;
+use crate::stats::{BackendStats, PoolStats, Stats};
+
+/// A running load balancer.
+#[derive(Debug)]
+pub struct Proxy {
+    running: Mutex<Running>,
+    tracker: TaskTracker,
+    drain: CancellationToken,
+    builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    config: Config,
+    pools: BTreeMap<String, Arc<Pool>>,
+    listeners: HashMap<SocketAddr, RunningListener>,
+}
+
+#[derive(Debug)]
+struct RunningListener {
+    state: Arc<ArcSwap<ListenerState>>,
+    stop: CancellationToken,
+}
+
+impl Proxy {
+    /// Binds every listener of `config` and starts serving. Must be called
+    /// inside a tokio runtime.
+    pub fn start(config: Config) -> anyhow::Result<Arc<Self>> {
+        let proxy = Arc::new(Self {
+            running: Mutex::new(Running {
+                config: empty_config(),
+                pools: BTreeMap::new(),
+                listeners: HashMap::new(),
+            }),
+            tracker: TaskTracker::new(),
+            drain: CancellationToken::new(),
+            builder: Arc::new(crate::http::connection_builder()),
+        });
+        proxy.apply(config)?;
+        Ok(proxy)
+    }
+
+    /// Applies `config` as a diff against the running one: unchanged
+    /// sockets stay open, pools keep their surviving backends' state, and
+    /// certificates are re-read. On error nothing changes.
+    pub fn reload(&self, config: Config) -> anyhow::Result<Vec<Change>> {
+        self.apply(config)
+    }
+
+    fn apply(&self, config: Config) -> anyhow::Result<Vec<Change>> {
+        let mut running = self.lock();
+        let changes = diff(&running.config, &config);
+
+        let pools: BTreeMap<String, Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|(name, pool)| {
+                let previous = running.pools.get(name).filter(|p| p.config == *pool);
+                let reuse = previous.map(Arc::clone);
+                let pool = reuse.unwrap_or_else(|| {
+                    Arc::new(Pool::build(name, pool, running.pools.get(name).map(|p| &**p)))
+                });
+                (name.clone(), pool)
+            })
+            .collect();
+
+        // Build every listener's new state and bind new sockets before
+        // touching anything, so a failure leaves the running config intact.
+        let mut states = Vec::new();
+        let mut bound = Vec::new();
+        for listener in &config.listeners {
+            let tls = match (&listener.tls, listener.protocol) {
+                (Some(tls), Protocol::Https) => Some(
+                    crate::tls::server_config(tls)
+                        .with_context(|| format!("listener `{}`", listener.name))?,
+                ),
+                _ => None,
+            };
+            let routes = listener
+                .routes
+                .iter()
+                .map(|r| CompiledRoute::compile(r, &|name| Arc::clone(&pools[name])))
+                .collect();
+            let state = ListenerState {
+                name: listener.name.clone(),
+                protocol: listener.protocol,
+                routes,
+                default_pool: Arc::clone(&pools[&listener.pool]),
+                tls,
+            };
+            if !running.listeners.contains_key(&listener.listen) {
+                let socket = listener::bind(listener.listen).with_context(|| {
+                    format!("listener `{}` cannot listen on {}", listener.name, listener.listen)
+                })?;
+                bound.push((listener.listen, socket));
+            }
+            states.push((listener.listen, state));
+        }
+
+        let mut kept = HashMap::new();
+        for (address, state) in states {
+            match running.listeners.remove(&address) {
+                Some(existing) => {
+                    existing.state.store(Arc::new(state));
+                    kept.insert(address, existing);
+                }
+                None => {
+                    let socket =
+                        bound.iter().position(|(a, _)| *a == address).map(|i| bound.swap_remove(i).1);
+                    let socket = socket.expect("a new listener's socket was bound above");
+                    kept.insert(address, self.spawn_listener(address, socket, state));
+                }
+            }
+        }
+        for (address, removed) in running.listeners.drain() {
+            tracing::info!(%address, "listener stops accepting");
+            removed.stop.cancel();
+        }
+        running.listeners = kept;
+        running.pools = pools;
+        running.config = config;
+        Ok(changes)
+    }
+
+    fn spawn_listener(
+        &self,
+        address: SocketAddr,
+        socket: tokio::net::TcpListener,
+        state: ListenerState,
+    ) -> RunningListener {
+        tracing::info!(listener = %state.name, %address, protocol = ?state.protocol, "listening");
+        let running =
+            RunningListener { state: Arc::new(ArcSwap::from_pointee(state)), stop: CancellationToken::new() };
+        let acceptor = Acceptor {
+            state: Arc::clone(&running.state),
+            stop: running.stop.clone(),
+            drain: self.drain.clone(),
+            tracker: self.tracker.clone(),
+            builder: Arc::clone(&self.builder),
+        };
+        tokio::spawn(listener::accept_loop(socket, acceptor));
+        running
+    }
+
+    /// Stops accepting, asks open connections to finish their in-flight
+    /// requests, and waits for them up to `timeout`. Returns whether every
+    /// connection finished in time.
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        for listener in self.lock().listeners.values() {
+            listener.stop.cancel();
+        }
+        self.drain.cancel();
+        self.tracker.close();
+        tokio::time::timeout(timeout, self.tracker.wait()).await.is_ok()
+    }
+
+    /// The running config.
+    pub fn config(&self) -> Config {
+        self.lock().config.clone()
+    }
+
+    /// A snapshot of every pool and backend.
+    pub fn stats(&self) -> Stats {
+        let running = self.lock();
+        Stats {
+            pools: running
+                .pools
+                .values()
+                .map(|pool| PoolStats {
+                    name: pool.name.to_string(),
+                    algorithm: pool.config.algorithm.name(),
+                    backends: pool
+                        .backends
+                        .iter()
+                        .map(|b| BackendStats {
+                            address: b.address.to_string(),
+                            weight: b.weight,
+                            zone: b.zone.clone(),
+                            active_requests: b.load.in_flight(),
+                            requests_total: b.load.requests_total(),
+                            errors_total: b.load.errors_total(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn empty_config() -> Config {
+    Config {
+        server: fulcrum_config::Server {
+            worker_threads: 0,
+            graceful_timeout: fulcrum_config::DEFAULT_GRACEFUL_TIMEOUT,
+        },
+        admin: None,
+        listeners: Vec::new(),
+        pools: BTreeMap::new(),
+    }
+}

@@ -1,0 +1,39 @@
+//! A JSON-ready snapshot of every pool and backend, for `/stats` and the
+//! admin API.
+
+use serde::Serialize;
+
+/// Every pool.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Pools by name order.
+    pub pools: Vec<PoolStats>,
+}
+
+/// One pool.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStats {
+    /// Its name.
+    pub name: String,
+    /// Its algorithm's config name.
+    pub algorithm: &'static str,
+    /// Its backends, in config order.
+    pub backends: Vec<BackendStats>,
+}
+
+/// One backend's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStats {
+    /// `IP:port`.
+    pub address: String,
+    /// Configured weight.
+    pub weight: u32,
+    /// Zone, if any.
+    pub zone: Option<String>,
+    /// Requests in flight now.
+    pub active_requests: u64,
+    /// Requests since the backend was added.
+    pub requests_total: u64,
+    /// Failed requests (transport errors and 5xx) since it was added.
+    pub errors_total: u64,
+}

@@ -1,0 +1,36 @@
+//! L4 balancing: each TCP connection goes to the backend the pool picks,
+//! and bytes are copied both ways until both sides have closed. A side
+//! that half-closes (shuts down its writes) has that shutdown passed on,
+//! so request/response protocols that signal the end of input with a FIN
+//! keep working.
+
+use tokio::net::TcpStream;
+
+use crate::pool::Pool;
+
+/// Proxies one client connection to a backend of `pool`.
+pub async fn proxy(mut client: TcpStream, pool: &Pool) {
+    let Some(backend) = pool.pick(None) else {
+        tracing::warn!(pool = %pool.name, "no backend available for a TCP connection; closing it");
+        return;
+    };
+    let _in_flight = backend.load.start();
+    let connected = tokio::time::timeout(pool.timeouts.connect, TcpStream::connect(backend.address)).await;
+    let mut upstream = match connected {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            backend.load.record_error();
+            return tracing::warn!(backend = %backend.address, error = %e, "cannot connect to backend");
+        }
+        Err(_) => {
+            backend.load.record_error();
+            return tracing::warn!(backend = %backend.address, "connecting to backend timed out");
+        }
+    };
+    if let Err(e) = upstream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(backend = %backend.address, error = %e, "TCP connection ended with an error");
+    }
+}

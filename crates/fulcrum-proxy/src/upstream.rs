@@ -1,0 +1,140 @@
+//! Upstream HTTP/1.1 connections to backends, kept alive and reused.
+//!
+//! Idle connections live in a per-thread pool keyed by backend id, so a
+//! checkout or checkin touches no lock and no state shared across
+//! threads (the habit of nginx's per-worker `keepalive` cache). A
+//! connection is checked in only once its response body has been read to
+//! the end; a checkout waits for hyper to report it ready and skips any
+//! that closed or sat idle longer than the pool's idle timeout. Every
+//! [`SWEEP_EVERY`] checkins a thread drops its expired connections, which
+//! also releases those of removed backends.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::backend::Backend;
+use crate::error::UpstreamError;
+
+/// How many checkins between two sweeps of a thread's idle connections.
+const SWEEP_EVERY: u32 = 1024;
+
+/// Where to send a request and how long to wait for what.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// The backend's pool-wide unique id.
+    pub backend_id: u64,
+    /// Its address.
+    pub address: std::net::SocketAddr,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// How long an idle connection may be reused.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per backend on this thread.
+    pub max_idle: usize,
+}
+
+impl Target {
+    /// The target for `backend` with `pool`'s settings.
+    pub fn new(backend: &Backend, pool: &crate::pool::Pool) -> Self {
+        Self {
+            backend_id: backend.id,
+            address: backend.address,
+            connect_timeout: pool.timeouts.connect,
+            idle_timeout: pool.timeouts.idle,
+            max_idle: pool.max_idle_per_backend,
+        }
+    }
+}
+
+struct Idle {
+    sender: SendRequest<Incoming>,
+    since: Instant,
+    idle_timeout: Duration,
+}
+
+#[derive(Default)]
+struct IdlePool {
+    by_backend: HashMap<u64, Vec<Idle>>,
+    checkins: u32,
+}
+
+thread_local! {
+    static IDLE: RefCell<IdlePool> = RefCell::default();
+}
+
+/// A ready connection to `target`: a pooled one if any, else a new one.
+pub async fn checkout(target: &Target) -> Result<SendRequest<Incoming>, UpstreamError> {
+    while let Some(mut sender) = take_idle(target.backend_id) {
+        if sender.ready().await.is_ok() {
+            return Ok(sender);
+        }
+    }
+    connect(target, false).await
+}
+
+fn take_idle(backend_id: u64) -> Option<SendRequest<Incoming>> {
+    IDLE.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let list = pool.by_backend.get_mut(&backend_id)?;
+        while let Some(idle) = list.pop() {
+            if !idle.sender.is_closed() && idle.since.elapsed() < idle.idle_timeout {
+                return Some(idle.sender);
+            }
+        }
+        None
+    })
+}
+
+/// Returns a connection whose last response was read to the end.
+pub fn checkin(target: &Target, sender: SendRequest<Incoming>) {
+    if sender.is_closed() {
+        return;
+    }
+    IDLE.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        pool.checkins = pool.checkins.wrapping_add(1);
+        if pool.checkins % SWEEP_EVERY == 0 {
+            pool.by_backend.retain(|_, list| {
+                list.retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < idle.idle_timeout);
+                !list.is_empty()
+            });
+        }
+        let list = pool.by_backend.entry(target.backend_id).or_default();
+        if list.len() < target.max_idle {
+            list.push(Idle { sender, since: Instant::now(), idle_timeout: target.idle_timeout });
+        }
+    });
+}
+
+/// A new connection to `target`; `upgrades` keeps it usable for a
+/// protocol switch (WebSocket), after which it is never pooled.
+pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<Incoming>, UpstreamError> {
+    let stream = tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.address))
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout)?
+        .map_err(UpstreamError::Connect)?;
+    stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+    let (sender, connection) =
+        http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Handshake)?;
+    let address = target.address;
+    if upgrades {
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(backend = %address, error = %e, "upstream connection ended with an error");
+            }
+        });
+    } else {
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(backend = %address, error = %e, "upstream connection ended with an error");
+            }
+        });
+    }
+    Ok(sender)
+}

@@ -1,0 +1,64 @@
+//! Command-line arguments (clap), as SPEC.md's command table.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Fulcrum: a load balancer for HTTP and TCP.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the load balancer from a config file (SIGHUP reloads, SIGTERM drains).
+    Run {
+        /// Config file.
+        #[arg(short, long, default_value = "fulcrum.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0 with a summary, or 2 with every error.
+    Check {
+        /// Config file.
+        #[arg(short, long, default_value = "fulcrum.toml")]
+        config: PathBuf,
+    },
+    /// Start built-in demo backends, a balancer on 127.0.0.1:8080 and the admin page on 127.0.0.1:9090.
+    Demo,
+    /// A small test backend: every path answers 200 with its name, /health answers {"status":"ok"}.
+    Backend(BackendArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// Address to listen on, e.g. 127.0.0.1:9001.
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// Name put in every response body (default: the listen address).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Added delay before each answer, e.g. 20ms.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub latency: Duration,
+    /// Extra random delay, uniform in 0..jitter.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub jitter: Duration,
+    /// Fraction of requests answered with 500, 0.0..=1.0.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub error_rate: f64,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    fulcrum_config::parse_duration(text)
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("`{text}` is not a fraction between 0.0 and 1.0")),
+    }
+}

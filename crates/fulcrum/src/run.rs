@@ -1,0 +1,107 @@
+//! `fulcrum run`: serve from a config file until SIGTERM/SIGINT (graceful
+//! drain, exit 0); SIGHUP reloads the file through a diff and keeps the
+//! running config when the new one has errors.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use fulcrum_config::Config;
+use fulcrum_proxy::Proxy;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+/// Runs the balancer from `path`.
+pub fn run(path: &Path) -> ExitCode {
+    let config = match fulcrum_config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime(config.server.worker_threads).and_then(|rt| rt.block_on(serve(path.to_path_buf(), config)))
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => crate::runtime_failure(&e),
+    }
+}
+
+/// A tokio runtime with `worker_threads` workers (0 = one per core). A
+/// single worker runs on the current thread: no work stealing to pay for.
+pub fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if worker_threads > 1 {
+            b.worker_threads(worker_threads);
+        }
+        b
+    };
+    builder.enable_all().build().context("cannot start the async runtime")
+}
+
+/// Serves `config` until a stop signal; `path` is re-read on SIGHUP.
+pub async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let graceful_timeout = config.server.graceful_timeout;
+    let (proxy, admin_stop) = start(config).await?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(&path, &proxy),
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!(timeout = ?graceful_timeout, "stopping: draining in-flight requests");
+    let drained = proxy.shutdown(graceful_timeout).await;
+    admin_stop.cancel();
+    if drained {
+        tracing::info!("all connections finished; bye");
+    } else {
+        tracing::warn!("graceful timeout reached with connections still open; closing them");
+    }
+    Ok(())
+}
+
+/// Starts the proxy and, when configured, the admin API.
+pub async fn start(config: Config) -> anyhow::Result<(Arc<Proxy>, CancellationToken)> {
+    let admin = config.admin.clone();
+    let proxy = Proxy::start(config)?;
+    let admin_stop = CancellationToken::new();
+    if let Some(admin) = admin {
+        let (proxy, stop) = (Arc::clone(&proxy), admin_stop.clone());
+        let listener = tokio::net::TcpListener::bind(admin.listen)
+            .await
+            .with_context(|| format!("admin API cannot listen on {}", admin.listen))?;
+        tokio::spawn(async move {
+            if let Err(e) = fulcrum_admin::serve(listener, admin.token, proxy, stop).await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+    }
+    Ok((proxy, admin_stop))
+}
+
+fn reload(path: &Path, proxy: &Proxy) {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading");
+    let config = match fulcrum_config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            return tracing::error!("reload refused, the running config stays:\n{errors}");
+        }
+    };
+    match proxy.reload(config) {
+        Ok(changes) if changes.is_empty() => tracing::info!("reload applied: nothing changed"),
+        Ok(changes) => {
+            for change in changes {
+                tracing::info!("reload applied: {change}");
+            }
+        }
+        Err(e) => tracing::error!("reload failed, the running config stays: {e:#}"),
+    }
+}
