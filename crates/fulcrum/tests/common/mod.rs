@@ -1,0 +1,199 @@
+//! Shared end-to-end harness: a real `fulcrum` process on 127.0.0.1 with
+//! a config written to a temp dir, and small in-test backends.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A free port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `fulcrum run` process; killed on drop.
+pub struct Fulcrum {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Fulcrum {
+    /// Writes `config` and starts `fulcrum run`, waiting until `ready` accepts.
+    pub fn start(config: &str, ready: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config, ready)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, config: &str, ready: SocketAddr) -> Self {
+        let path = dir.path().join("fulcrum.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("fulcrum.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for_port(ready);
+        Fulcrum { child, dir, config: path }
+    }
+
+    /// Sends `signal` (e.g. "HUP", "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("fulcrum.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `text` (10 s at most).
+    pub fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(text) {
+            assert!(Instant::now() < deadline, "the log never said `{text}`:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replaces the config file.
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(&self.config, config).unwrap();
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Fulcrum {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Blocks until something accepts on `address` (10 s at most).
+pub fn wait_for_port(address: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {address}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An in-test HTTP backend counting its requests.
+#[derive(Clone)]
+pub struct Backend {
+    pub address: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts a backend on a free port answering with `handler`.
+pub async fn backend<F, Fut>(handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (handler, counter) = (handler.clone(), Arc::clone(&counter));
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let response = handler(request);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Backend { address, hits }
+}
+
+/// A backend answering every request with `name` as its body.
+pub async fn named_backend(name: &'static str) -> Backend {
+    backend(move |_request| async move { text(name) }).await
+}
+
+pub fn text(body: impl Into<Bytes>) -> Response<Body> {
+    Response::new(full(body))
+}
+
+pub fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A plain HTTP/1.1 client with keep-alive.
+pub fn client() -> Client<HttpConnector, Body> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `url`, returning status and body text.
+pub async fn get(client: &Client<HttpConnector, Body>, url: &str) -> (u16, String) {
+    let response = client.request(Request::get(url).body(full("")).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Config for one http listener on `listen` over `backends`.
+pub fn http_config(listen: SocketAddr, algorithm: &str, backends: &[SocketAddr], extra_pool: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{b}\" }}")).collect();
+    format!(
+        "[server]\nworker_threads = 2\ngraceful_timeout = \"5s\"\n\n[[listeners]]\nname = \"web\"\nlisten = \"{listen}\"\npool = \"app\"\n\n\
+         [pools.app]\nalgorithm = \"{algorithm}\"\nbackends = [{}]\n{extra_pool}\n",
+        list.join(", ")
+    )
+}
+
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
