@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 /// or ALPN `h2` under TLS).
 pub fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true).half_close(false);
+    builder.http1().timer(TokioTimer::new()).keep_alive(true).half_close(false).writev(false);
     builder.http2().timer(TokioTimer::new());
     builder
 }
