@@ -18,11 +18,15 @@
 //! (pingora's `select_with(key, max_iterations, accept)`).
 
 pub mod algorithms;
+mod ewma;
+mod hash;
 mod load;
 mod rng;
 mod selector;
 
 pub use algorithms::{build_selector, Algorithm};
-pub use load::{InFlight, Load};
+pub use ewma::{Ewma, PeakEwma};
+pub use hash::{hash64, mix64};
+pub use load::{InFlight, Load, DEFAULT_RTT_NANOS, EWMA_TAU_NANOS, PEAK_EWMA_TAU_NANOS};
 pub use rng::SplitMix64;
 pub use selector::{Member, PickContext, Selector};

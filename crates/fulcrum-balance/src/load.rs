@@ -7,15 +7,54 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::ewma::{Ewma, PeakEwma};
+
+/// Latency assumed for a backend before its first response (linkerd2-proxy's default).
+pub const DEFAULT_RTT_NANOS: f64 = 30_000_000.0;
+/// Time constant of the peak-EWMA used by `p2c` (linkerd2-proxy's 10 s).
+pub const PEAK_EWMA_TAU_NANOS: f64 = 10_000_000_000.0;
+/// Time constant of the latency EWMA used by `least_response_time`.
+pub const EWMA_TAU_NANOS: f64 = 1_000_000_000.0;
+
 /// Counters for one backend.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Load {
     in_flight: AtomicU64,
     requests_total: AtomicU64,
     errors_total: AtomicU64,
+    peak_rtt: PeakEwma,
+    latency: Ewma,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicU64::new(0),
+            requests_total: AtomicU64::new(0),
+            errors_total: AtomicU64::new(0),
+            peak_rtt: PeakEwma::new(DEFAULT_RTT_NANOS, 0, PEAK_EWMA_TAU_NANOS),
+            latency: Ewma::new(DEFAULT_RTT_NANOS, 0, EWMA_TAU_NANOS),
+        }
+    }
 }
 
 impl Load {
+    /// Records that a response took `latency_nanos`, observed at `now`.
+    pub fn observe_latency(&self, latency_nanos: u64, now: u64) {
+        self.peak_rtt.observe(latency_nanos as f64, now);
+        self.latency.observe(latency_nanos as f64, now);
+    }
+
+    /// Finagle's peak-EWMA cost as of `now`: RTT estimate × (in-flight + 1).
+    pub fn peak_ewma_cost(&self, now: u64) -> f64 {
+        self.peak_rtt.get(now) * (self.in_flight() + 1) as f64
+    }
+
+    /// The time-weighted average latency, in nanoseconds.
+    pub fn latency_ewma_nanos(&self) -> f64 {
+        self.latency.get()
+    }
+
     /// Requests sent to this backend and not yet finished.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)

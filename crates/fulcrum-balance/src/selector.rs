@@ -41,4 +41,8 @@ pub trait Selector: Send + Sync + fmt::Debug {
     /// The index (into the members it was built from) of the best candidate
     /// that `accept` admits, or `None` when no member is acceptable.
     fn pick(&self, ctx: &mut PickContext<'_>, accept: &dyn Fn(usize) -> bool) -> Option<usize>;
+
+    /// Periodic upkeep at `now_nanos` (e.g. `adaptive` recomputes its
+    /// weights); called off the request path. Most algorithms need none.
+    fn tick(&self, _now_nanos: u64) {}
 }

@@ -84,6 +84,12 @@ pub struct PoolFile {
     pub backends: Vec<BackendFile>,
     pub timeouts: Option<TimeoutsFile>,
     pub max_idle_per_backend: Option<usize>,
+    pub hash_key: Option<String>,
+    pub subnet_mask: Option<u8>,
+    pub subnet_mask_v6: Option<u8>,
+    pub virtual_nodes: Option<u32>,
+    pub table_size: Option<u64>,
+    pub balance_factor: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -143,6 +143,45 @@ pub struct Pool {
     pub timeouts: Timeouts,
     /// Idle keep-alive connections kept per backend and worker thread (default 64).
     pub max_idle_per_backend: usize,
+    /// What hashing algorithms hash (default `client_ip`).
+    pub hash_key: HashKey,
+    /// Prefix length an IPv4 client address is masked to before hashing (default 32).
+    pub subnet_mask: u8,
+    /// Prefix length an IPv6 client address is masked to before hashing (default 128).
+    pub subnet_mask_v6: u8,
+}
+
+/// The request property hashing algorithms place by. A request without
+/// it (no such header, cookie or query parameter) is hashed by its client
+/// address instead, so it still lands consistently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's address, masked by `subnet_mask` / `subnet_mask_v6`.
+    ClientIp,
+    /// A request header's value (lower-case name).
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// The URL path.
+    Path,
+    /// A query parameter's value.
+    Query(String),
+}
+
+impl HashKey {
+    /// Parses `client_ip`, `header:NAME`, `cookie:NAME`, `path` or `query:NAME`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (kind, name) = text.split_once(':').map_or((text, None), |(k, n)| (k, Some(n)));
+        let name = name.filter(|n| !n.is_empty()).map(str::to_string);
+        Some(match (kind, name) {
+            ("client_ip", None) => Self::ClientIp,
+            ("path", None) => Self::Path,
+            ("header", Some(n)) => Self::Header(n.to_ascii_lowercase()),
+            ("cookie", Some(n)) => Self::Cookie(n),
+            ("query", Some(n)) => Self::Query(n),
+            _ => return None,
+        })
+    }
 }
 
 /// One backend server.

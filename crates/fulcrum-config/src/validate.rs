@@ -284,12 +284,40 @@ impl Validator<'_> {
 
     fn pool(&mut self, raw: &PoolFile, path: &KeyPath) -> Option<Pool> {
         let name = raw.algorithm.as_deref().unwrap_or("round_robin");
-        let algorithm = Algorithm::from_name(name);
+        let algorithm = Algorithm::from_name(name).map(|a| self.algorithm_parameters(a, raw, path));
         if algorithm.is_none() {
             self.error(
                 &path.key("algorithm"),
                 format!("unknown algorithm `{name}`; expected one of {}", Algorithm::NAMES.join(", ")),
             );
+        }
+        let hash_key = match &raw.hash_key {
+            None => HashKey::ClientIp,
+            Some(text) => HashKey::parse(text).unwrap_or_else(|| {
+                self.error(
+                    &path.key("hash_key"),
+                    format!("`{text}` is not a hash key; expected client_ip, header:NAME, cookie:NAME, path or query:NAME"),
+                );
+                HashKey::ClientIp
+            }),
+        };
+        if raw.hash_key.is_some()
+            && algorithm.as_ref().is_some_and(|a| !a.uses_key() || *a == Algorithm::IpHash)
+        {
+            self.error(
+                &path.key("hash_key"),
+                format!(
+                    "`{name}` does not hash a key; use consistent_hash, maglev or bounded_consistent_hash"
+                ),
+            );
+        }
+        let subnet_mask = raw.subnet_mask.unwrap_or(32);
+        if subnet_mask > 32 {
+            self.error(&path.key("subnet_mask"), "an IPv4 prefix length is 0..=32");
+        }
+        let subnet_mask_v6 = raw.subnet_mask_v6.unwrap_or(128);
+        if subnet_mask_v6 > 128 {
+            self.error(&path.key("subnet_mask_v6"), "an IPv6 prefix length is 0..=128");
         }
         let mut seen = HashSet::new();
         let backends: Vec<Backend> = raw
@@ -325,7 +353,72 @@ impl Validator<'_> {
             backends,
             timeouts,
             max_idle_per_backend: raw.max_idle_per_backend.unwrap_or(DEFAULT_MAX_IDLE_PER_BACKEND),
+            hash_key,
+            subnet_mask,
+            subnet_mask_v6,
         })
+    }
+
+    /// `algorithm` with the pool's algorithm-specific keys applied; a key
+    /// that the algorithm does not use is an error, not silently ignored.
+    fn algorithm_parameters(&mut self, algorithm: Algorithm, raw: &PoolFile, path: &KeyPath) -> Algorithm {
+        let name = algorithm.name();
+        let unused = |v: &mut Self, key: &str, used_by: &str| {
+            v.error(&path.key(key), format!("`{key}` only applies to {used_by}, not to `{name}`"));
+        };
+        match algorithm {
+            Algorithm::ConsistentHash { virtual_nodes } => {
+                Algorithm::ConsistentHash { virtual_nodes: self.virtual_nodes(raw, path, virtual_nodes) }
+            }
+            Algorithm::BoundedConsistentHash { virtual_nodes, balance_factor } => {
+                let balance_factor = raw.balance_factor.unwrap_or(balance_factor);
+                if !(balance_factor > 1.0 && balance_factor <= 100.0) {
+                    self.error(
+                        &path.key("balance_factor"),
+                        "must be above 1.0 (1.25 lets a backend take 25% above the mean)",
+                    );
+                }
+                Algorithm::BoundedConsistentHash {
+                    virtual_nodes: self.virtual_nodes(raw, path, virtual_nodes),
+                    balance_factor,
+                }
+            }
+            Algorithm::Maglev { table_size } => {
+                let table_size = raw.table_size.unwrap_or(table_size);
+                if !(fulcrum_balance::algorithms::is_prime(table_size) && table_size <= 10_000_019) {
+                    self.error(
+                        &path.key("table_size"),
+                        format!("must be a prime up to 10000019 (e.g. 65537); got {table_size}"),
+                    );
+                } else if table_size <= raw.backends.len() as u64 * 10 {
+                    self.error(
+                        &path.key("table_size"),
+                        "must be well above the backend count (at least 10x; the paper uses 100x)",
+                    );
+                }
+                Algorithm::Maglev { table_size }
+            }
+            other => {
+                if raw.virtual_nodes.is_some() {
+                    unused(self, "virtual_nodes", "consistent_hash and bounded_consistent_hash");
+                }
+                if raw.table_size.is_some() {
+                    unused(self, "table_size", "maglev");
+                }
+                if raw.balance_factor.is_some() {
+                    unused(self, "balance_factor", "bounded_consistent_hash");
+                }
+                other
+            }
+        }
+    }
+
+    fn virtual_nodes(&mut self, raw: &PoolFile, path: &KeyPath, default: u32) -> u32 {
+        let virtual_nodes = raw.virtual_nodes.unwrap_or(default);
+        if !(1..=10_000).contains(&virtual_nodes) {
+            self.error(&path.key("virtual_nodes"), "must be between 1 and 10000 (default 160)");
+        }
+        virtual_nodes
     }
 
     fn backend(&mut self, raw: &BackendFile, path: &KeyPath) -> Option<Backend> {

@@ -10,6 +10,7 @@
 mod backend;
 mod clock;
 mod error;
+mod hash_key;
 pub mod http;
 mod listener;
 mod pool;

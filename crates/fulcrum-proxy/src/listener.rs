@@ -105,11 +105,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Accepto
     }
     let state = acceptor.state.load_full();
     let client = |proto: &'static str| ClientInfo {
+        addr: peer.ip(),
         ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value"),
         proto: HeaderValue::from_static(proto),
     };
     match state.protocol {
-        Protocol::Tcp => tcp::proxy(stream, &state.default_pool).await,
+        Protocol::Tcp => tcp::proxy(stream, peer, &state.default_pool).await,
         Protocol::Http => {
             let connection =
                 Arc::new(Connection { state: Arc::clone(&acceptor.state), client: client("http") });

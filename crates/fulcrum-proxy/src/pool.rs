@@ -52,6 +52,11 @@ impl Pool {
         }
     }
 
+    /// Periodic upkeep of the pool's algorithm (adaptive weights).
+    pub fn tick(&self) {
+        self.selector.tick(crate::clock::now_nanos());
+    }
+
     /// The backend the pool's algorithm picks for a request with affinity
     /// `key`, or `None` when no backend is available.
     pub fn pick(&self, key: Option<u64>) -> Option<&Arc<Backend>> {

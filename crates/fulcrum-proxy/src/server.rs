@@ -55,6 +55,7 @@ impl Proxy {
             builder: Arc::new(crate::http::connection_builder()),
         });
         proxy.apply(config)?;
+        tokio::spawn(tick_pools(Arc::downgrade(&proxy)));
         Ok(proxy)
     }
 
@@ -208,6 +209,22 @@ impl Proxy {
         self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+/// Ticks every pool's algorithm once per second while the proxy lives.
+async fn tick_pools(proxy: std::sync::Weak<Proxy>) {
+    let mut interval = tokio::time::interval(TICK_INTERVAL);
+    loop {
+        interval.tick().await;
+        let Some(proxy) = proxy.upgrade() else { break };
+        let pools: Vec<Arc<Pool>> = proxy.lock().pools.values().cloned().collect();
+        for pool in pools {
+            pool.tick();
+        }
+    }
+}
+
+/// How often algorithms get their periodic upkeep (`adaptive` re-weighs).
+const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
 fn empty_config() -> Config {
     Config {

@@ -9,12 +9,14 @@ use tokio::net::TcpStream;
 use crate::pool::Pool;
 
 /// Proxies one client connection to a backend of `pool`.
-pub async fn proxy(mut client: TcpStream, pool: &Pool) {
-    let Some(backend) = pool.pick(None) else {
+pub async fn proxy(mut client: TcpStream, peer: std::net::SocketAddr, pool: &Pool) {
+    let key = pool.config.algorithm.uses_key().then(|| crate::hash_key::client_key(peer.ip(), &pool.config));
+    let Some(backend) = pool.pick(key) else {
         tracing::warn!(pool = %pool.name, "no backend available for a TCP connection; closing it");
         return;
     };
     let _in_flight = backend.load.start();
+    let started = crate::clock::now_nanos();
     let connected = tokio::time::timeout(pool.timeouts.connect, TcpStream::connect(backend.address)).await;
     let mut upstream = match connected {
         Ok(Ok(stream)) => stream,
@@ -27,6 +29,8 @@ pub async fn proxy(mut client: TcpStream, pool: &Pool) {
             return tracing::warn!(backend = %backend.address, "connecting to backend timed out");
         }
     };
+    let now = crate::clock::now_nanos();
+    backend.load.observe_latency(now - started, now);
     if let Err(e) = upstream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }

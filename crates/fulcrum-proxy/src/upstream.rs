@@ -142,8 +142,11 @@ pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<Inco
         .map_err(|_| UpstreamError::ConnectTimeout)?
         .map_err(UpstreamError::Connect)?;
     stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-    let (sender, connection) =
-        http1::Builder::new().writev(false).handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Handshake)?;
+    let (sender, connection) = http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(UpstreamError::Handshake)?;
     let address = target.address;
     if upgrades {
         tokio::spawn(async move {

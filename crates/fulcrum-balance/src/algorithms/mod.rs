@@ -1,18 +1,41 @@
 //! Every balancing algorithm, one module each, and the factory that builds
 //! the one a pool's configuration names.
 
+mod adaptive;
+mod bounded_consistent_hash;
+mod consistent_hash;
+mod ip_hash;
 mod least_connections;
+mod least_response_time;
+mod maglev;
+mod p2c;
+mod random;
+mod ring;
 mod round_robin;
 mod weighted_round_robin;
+mod weighted_sampler;
 
+pub use adaptive::Adaptive;
+pub use bounded_consistent_hash::BoundedConsistentHash;
+pub use consistent_hash::ConsistentHash;
+pub use ip_hash::IpHash;
 pub use least_connections::LeastConnections;
+pub use least_response_time::LeastResponseTime;
+pub use maglev::{is_prime, Maglev, DEFAULT_TABLE_SIZE};
+pub use p2c::PowerOfTwoChoices;
+pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use weighted_round_robin::WeightedRoundRobin;
 
 use crate::{Member, Selector};
 
+/// Default points per unit of weight on a hash ring (ketama's 160).
+pub const DEFAULT_VIRTUAL_NODES: u32 = 160;
+/// Default load bound of `bounded_consistent_hash` (HAProxy suggests 125).
+pub const DEFAULT_BALANCE_FACTOR: f64 = 1.25;
+
 /// A pool's balancing algorithm and its parameters, as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Algorithm {
     /// Strict rotation over available backends.
     RoundRobin,
@@ -20,18 +43,68 @@ pub enum Algorithm {
     WeightedRoundRobin,
     /// Fewest in-flight requests per unit of weight.
     LeastConnections,
+    /// Lowest EWMA latency × (in-flight + 1).
+    LeastResponseTime,
+    /// Power of two random choices on peak-EWMA cost.
+    P2c,
+    /// Weighted random.
+    Random,
+    /// Hash of the client address.
+    IpHash,
+    /// Ketama ring.
+    ConsistentHash {
+        /// Points per unit of weight.
+        virtual_nodes: u32,
+    },
+    /// Maglev lookup table.
+    Maglev {
+        /// Table size, prime.
+        table_size: u64,
+    },
+    /// Consistent hashing with bounded loads.
+    BoundedConsistentHash {
+        /// Points per unit of weight.
+        virtual_nodes: u32,
+        /// No member above ⌈c·m/n⌉ in flight.
+        balance_factor: f64,
+    },
+    /// Weights adjusted from latency, errors and load.
+    Adaptive,
 }
 
 impl Algorithm {
     /// Every configuration name, in documentation order.
-    pub const NAMES: &'static [&'static str] = &["round_robin", "weighted_round_robin", "least_connections"];
+    pub const NAMES: &'static [&'static str] = &[
+        "round_robin",
+        "weighted_round_robin",
+        "least_connections",
+        "least_response_time",
+        "p2c",
+        "random",
+        "ip_hash",
+        "consistent_hash",
+        "maglev",
+        "bounded_consistent_hash",
+        "adaptive",
+    ];
 
-    /// The algorithm a configuration name stands for.
+    /// The algorithm a configuration name stands for, with default parameters.
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "round_robin" => Self::RoundRobin,
             "weighted_round_robin" => Self::WeightedRoundRobin,
             "least_connections" => Self::LeastConnections,
+            "least_response_time" => Self::LeastResponseTime,
+            "p2c" => Self::P2c,
+            "random" => Self::Random,
+            "ip_hash" => Self::IpHash,
+            "consistent_hash" => Self::ConsistentHash { virtual_nodes: DEFAULT_VIRTUAL_NODES },
+            "maglev" => Self::Maglev { table_size: DEFAULT_TABLE_SIZE },
+            "bounded_consistent_hash" => Self::BoundedConsistentHash {
+                virtual_nodes: DEFAULT_VIRTUAL_NODES,
+                balance_factor: DEFAULT_BALANCE_FACTOR,
+            },
+            "adaptive" => Self::Adaptive,
             _ => return None,
         })
     }
@@ -42,17 +115,46 @@ impl Algorithm {
             Self::RoundRobin => "round_robin",
             Self::WeightedRoundRobin => "weighted_round_robin",
             Self::LeastConnections => "least_connections",
+            Self::LeastResponseTime => "least_response_time",
+            Self::P2c => "p2c",
+            Self::Random => "random",
+            Self::IpHash => "ip_hash",
+            Self::ConsistentHash { .. } => "consistent_hash",
+            Self::Maglev { .. } => "maglev",
+            Self::BoundedConsistentHash { .. } => "bounded_consistent_hash",
+            Self::Adaptive => "adaptive",
         }
+    }
+
+    /// Whether picks depend on a per-request hash key.
+    pub fn uses_key(&self) -> bool {
+        matches!(
+            self,
+            Self::IpHash
+                | Self::ConsistentHash { .. }
+                | Self::Maglev { .. }
+                | Self::BoundedConsistentHash { .. }
+        )
     }
 }
 
 /// Builds the selector for `algorithm` over `members` (off the request
 /// path: called when membership or weights change).
 pub fn build_selector(algorithm: &Algorithm, members: &[Member]) -> Box<dyn Selector> {
-    match algorithm {
+    match *algorithm {
         Algorithm::RoundRobin => Box::new(RoundRobin::new(members.len())),
         Algorithm::WeightedRoundRobin => Box::new(WeightedRoundRobin::new(members)),
         Algorithm::LeastConnections => Box::new(LeastConnections::new(members)),
+        Algorithm::LeastResponseTime => Box::new(LeastResponseTime::new(members)),
+        Algorithm::P2c => Box::new(PowerOfTwoChoices::new(members)),
+        Algorithm::Random => Box::new(Random::new(members)),
+        Algorithm::IpHash => Box::new(IpHash::new(members)),
+        Algorithm::ConsistentHash { virtual_nodes } => Box::new(ConsistentHash::new(members, virtual_nodes)),
+        Algorithm::Maglev { table_size } => Box::new(Maglev::new(members, table_size)),
+        Algorithm::BoundedConsistentHash { virtual_nodes, balance_factor } => {
+            Box::new(BoundedConsistentHash::new(members, virtual_nodes, balance_factor))
+        }
+        Algorithm::Adaptive => Box::new(Adaptive::new(members)),
     }
 }
 
@@ -72,6 +174,14 @@ pub(crate) mod testing {
                 weight,
                 load: Arc::new(Load::default()),
             })
+            .collect()
+    }
+
+    /// Members with the given keys, weight 1.
+    pub fn members_named(names: &[String]) -> Vec<Member> {
+        names
+            .iter()
+            .map(|key| Member { key: key.clone(), weight: 1, load: Arc::new(Load::default()) })
             .collect()
     }
 

@@ -13,6 +13,7 @@ use crate::backend::Backend;
 use crate::error::UpstreamError;
 use crate::listener::ListenerState;
 use crate::upstream::{self, Target};
+use crate::{clock, hash_key};
 
 /// What every request on one client connection shares.
 #[derive(Debug)]
@@ -33,7 +34,12 @@ pub async fn handle(
         return Ok(respond::plain(StatusCode::BAD_REQUEST, reason));
     }
     let pool = connection.state.load().route(&parts);
-    let Some(backend) = pool.pick(None).map(Arc::clone) else {
+    let key = pool
+        .config
+        .algorithm
+        .uses_key()
+        .then(|| hash_key::request_key(&parts, connection.client.addr, &pool.config));
+    let Some(backend) = pool.pick(key).map(Arc::clone) else {
         return Ok(respond::no_backend());
     };
     let target = Target::new(&backend, &pool);
@@ -51,12 +57,15 @@ pub async fn handle(
         Ok(sender) => sender,
         Err(e) => return Ok(failed(&backend, &e)),
     };
+    let started = clock::now_nanos();
     let response =
         match tokio::time::timeout(pool.timeouts.response_header, sender.send_request(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => return Ok(failed(&backend, &UpstreamError::Send(e))),
             Err(_) => return Ok(failed(&backend, &UpstreamError::ResponseTimeout)),
         };
+    let now = clock::now_nanos();
+    backend.load.observe_latency(now - started, now);
     let (mut parts, body) = response.into_parts();
     if parts.status.is_server_error() {
         backend.load.record_error();

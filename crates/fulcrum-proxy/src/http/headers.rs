@@ -76,6 +76,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Connection facts the request rewrite needs, computed once per connection.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
+    /// The client's address, for hash keys.
+    pub addr: std::net::IpAddr,
     /// The client's IP, as it goes into `X-Forwarded-For`.
     pub ip: HeaderValue,
     /// `http` or `https`.
@@ -159,7 +161,11 @@ mod tests {
     }
 
     fn client() -> ClientInfo {
-        ClientInfo { ip: HeaderValue::from_static("10.0.0.9"), proto: HeaderValue::from_static("http") }
+        ClientInfo {
+            addr: std::net::Ipv4Addr::new(10, 0, 0, 9).into(),
+            ip: HeaderValue::from_static("10.0.0.9"),
+            proto: HeaderValue::from_static("http"),
+        }
     }
 
     #[test]
