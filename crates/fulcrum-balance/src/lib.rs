@@ -23,6 +23,7 @@ mod hash;
 mod load;
 mod rng;
 mod selector;
+pub mod tiers;
 
 pub use algorithms::{build_selector, Algorithm};
 pub use ewma::{Ewma, PeakEwma};

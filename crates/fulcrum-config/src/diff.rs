@@ -25,6 +25,8 @@ pub enum Change {
     PoolRemoved(String),
     /// A pool's algorithm, backends or settings changed.
     PoolChanged(String),
+    /// `[geo]` networks or latencies changed.
+    Geo,
 }
 
 impl fmt::Display for Change {
@@ -38,6 +40,7 @@ impl fmt::Display for Change {
             Change::PoolAdded(n) => write!(f, "pool `{n}` added"),
             Change::PoolRemoved(n) => write!(f, "pool `{n}` removed"),
             Change::PoolChanged(n) => write!(f, "pool `{n}` changed"),
+            Change::Geo => write!(f, "[geo] changed"),
         }
     }
 }
@@ -50,6 +53,9 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
     }
     if old.admin != new.admin {
         changes.push(Change::Admin);
+    }
+    if old.geo != new.geo {
+        changes.push(Change::Geo);
     }
     let names = |c: &Config| c.listeners.iter().map(|l| l.name.clone()).collect::<BTreeSet<_>>();
     for name in names(old).union(&names(new)) {

@@ -17,6 +17,29 @@ pub struct FileConfig {
     pub listeners: Vec<ListenerFile>,
     #[serde(default)]
     pub pools: BTreeMap<String, PoolFile>,
+    pub geo: Option<GeoFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoFile {
+    #[serde(default)]
+    pub networks: Vec<NetworkFile>,
+    #[serde(default)]
+    pub latency: BTreeMap<String, BTreeMap<String, u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    pub cidr: String,
+    pub region: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityFile {
+    pub zone: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +113,9 @@ pub struct PoolFile {
     pub virtual_nodes: Option<u32>,
     pub table_size: Option<u64>,
     pub balance_factor: Option<f64>,
+    pub locality: Option<LocalityFile>,
+    pub slow_start: Option<String>,
+    pub geo: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +125,7 @@ pub struct BackendFile {
     pub weight: Option<u32>,
     pub zone: Option<String>,
     pub region: Option<String>,
+    pub priority: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]

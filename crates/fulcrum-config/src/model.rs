@@ -35,6 +35,77 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// `[pools.NAME]`, by name.
     pub pools: BTreeMap<String, Pool>,
+    /// `[geo]`: client networks → regions and latencies between regions.
+    pub geo: Option<Geo>,
+}
+
+/// Geographic routing data.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Geo {
+    /// Client networks and their regions; the longest matching prefix wins.
+    pub networks: Vec<(Cidr, String)>,
+    /// Latency in milliseconds between two regions, as configured (either order).
+    pub latency: BTreeMap<(String, String), u32>,
+}
+
+impl Geo {
+    /// The region of a client address, by longest prefix match.
+    pub fn region_of(&self, client: std::net::IpAddr) -> Option<&str> {
+        self.networks
+            .iter()
+            .filter(|(net, _)| net.contains(client))
+            .max_by_key(|(net, _)| net.prefix)
+            .map(|(_, r)| r.as_str())
+    }
+
+    /// Milliseconds from region `a` to `b`: 0 within a region, the
+    /// configured figure in either direction, else `u32::MAX` (unknown: last resort).
+    pub fn latency_ms(&self, a: &str, b: &str) -> u32 {
+        if a == b {
+            return 0;
+        }
+        let key = |x: &str, y: &str| (x.to_string(), y.to_string());
+        self.latency.get(&key(a, b)).or_else(|| self.latency.get(&key(b, a))).copied().unwrap_or(u32::MAX)
+    }
+}
+
+/// An IP network such as `10.0.0.0/8` or `2001:db8::/32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address.
+    pub address: std::net::IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDRESS/PREFIX` (a bare address is a host network).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (address, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
+        let address: std::net::IpAddr = address.trim().parse().ok()?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|&p| p <= max)?,
+            None => max,
+        };
+        Some(Self { address, prefix })
+    }
+
+    /// Whether `ip` lies in this network.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        match (self.address, ip) {
+            (V4(net), V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (V6(net), V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Process-wide settings.
@@ -149,6 +220,13 @@ pub struct Pool {
     pub subnet_mask: u8,
     /// Prefix length an IPv6 client address is masked to before hashing (default 128).
     pub subnet_mask_v6: u8,
+    /// The zone this pool prefers (`locality = { zone = "a" }`), spilling
+    /// over when too little of it is healthy.
+    pub locality_zone: Option<String>,
+    /// Ramp time of a backend's weight after it is added (`slow_start`).
+    pub slow_start: Option<Duration>,
+    /// Send each client to the nearest healthy region (`geo = true`, needs `[geo]`).
+    pub geo: bool,
 }
 
 /// The request property hashing algorithms place by. A request without
@@ -195,6 +273,9 @@ pub struct Backend {
     pub zone: Option<String>,
     /// Region, for geographic routing.
     pub region: Option<String>,
+    /// Priority level, 0 first (default 0): a level takes traffic only when
+    /// the levels before it lack healthy capacity.
+    pub priority: u8,
 }
 
 /// Upstream timeouts of a pool.

@@ -25,8 +25,17 @@ pub fn validate(raw: FileConfig, text: &str, base_dir: &Path) -> Result<Config, 
         .collect();
     let pool_names: HashSet<&str> = raw.pools.keys().map(String::as_str).collect();
     let listeners = v.listeners(&raw.listeners, &root.key("listeners"), &pool_names);
+    let geo = raw.geo.as_ref().map(|g| v.geo(g, &root.key("geo")));
+    for (name, pool) in &pools {
+        if pool.geo && geo.is_none() {
+            v.error(
+                &root.key("pools").key(name).key("geo"),
+                "`geo = true` needs a [geo] section with networks and latencies",
+            );
+        }
+    }
     if v.errors.is_empty() {
-        Ok(Config { server, admin, listeners, pools })
+        Ok(Config { server, admin, listeners, pools, geo })
     } else {
         v.errors.sort_by_key(|e| e.location);
         Err(v.errors)
@@ -96,6 +105,25 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    fn geo(&mut self, raw: &crate::file::GeoFile, path: &KeyPath) -> Geo {
+        let mut networks = Vec::new();
+        for (i, network) in raw.networks.iter().enumerate() {
+            match Cidr::parse(&network.cidr) {
+                Some(cidr) => networks.push((cidr, network.region.clone())),
+                None => self.error(
+                    &path.key("networks").index(i).key("cidr"),
+                    format!("`{}` is not a network (e.g. \"10.0.0.0/8\" or \"2001:db8::/32\")", network.cidr),
+                ),
+            }
+        }
+        let latency = raw
+            .latency
+            .iter()
+            .flat_map(|(from, to)| to.iter().map(move |(to, ms)| ((from.clone(), to.clone()), *ms)))
+            .collect();
+        Geo { networks, latency }
     }
 
     fn server(&mut self, raw: &FileConfig, path: &KeyPath) -> Server {
@@ -356,6 +384,12 @@ impl Validator<'_> {
             hash_key,
             subnet_mask,
             subnet_mask_v6,
+            locality_zone: raw.locality.as_ref().map(|l| l.zone.clone()),
+            slow_start: raw
+                .slow_start
+                .as_ref()
+                .map(|s| self.duration(&path.key("slow_start"), Some(s), Duration::ZERO)),
+            geo: raw.geo.unwrap_or(false),
         })
     }
 
@@ -427,6 +461,12 @@ impl Validator<'_> {
         if !(1..=MAX_WEIGHT).contains(&weight) {
             self.error(&path.key("weight"), format!("must be between 1 and {MAX_WEIGHT} (got {weight})"));
         }
-        Some(Backend { address: address?, weight, zone: raw.zone.clone(), region: raw.region.clone() })
+        Some(Backend {
+            address: address?,
+            weight,
+            zone: raw.zone.clone(),
+            region: raw.region.clone(),
+            priority: raw.priority.unwrap_or(0),
+        })
     }
 }

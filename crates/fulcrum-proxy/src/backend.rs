@@ -1,8 +1,9 @@
-//! A backend as the data path holds it: its address, its live load and
-//! the identity of its upstream connection pool.
+//! A backend as the data path holds it: its address and placement, its
+//! live load, whether it may take traffic, and the identity of its
+//! upstream connection pool.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fulcrum_balance::Load;
@@ -20,24 +21,71 @@ pub struct Backend {
     pub weight: u32,
     /// Availability zone, if configured.
     pub zone: Option<String>,
-    /// Live counters, shared with the pool's selector.
+    /// Region, if configured.
+    pub region: Option<String>,
+    /// Priority level, 0 first.
+    pub priority: u8,
+    /// Live counters, shared with the pool's selector (and kept across
+    /// reloads that change this backend's settings).
     pub load: Arc<Load>,
+    healthy: AtomicBool,
+    /// When its slow-start ramp began (monotonic nanos), 0 when not ramping.
+    ramp_from: AtomicU64,
 }
 
 impl Backend {
-    /// A new backend with fresh counters.
-    pub fn new(config: &fulcrum_config::Backend) -> Self {
+    /// A backend for `config`, continuing `load` when it already existed.
+    pub fn new(config: &fulcrum_config::Backend, load: Option<Arc<Load>>) -> Self {
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             address: config.address,
             weight: config.weight,
             zone: config.zone.clone(),
-            load: Arc::new(Load::default()),
+            region: config.region.clone(),
+            priority: config.priority,
+            load: load.unwrap_or_default(),
+            healthy: AtomicBool::new(true),
+            ramp_from: AtomicU64::new(0),
         }
     }
 
     /// Whether `config` describes this backend unchanged.
     pub fn matches(&self, config: &fulcrum_config::Backend) -> bool {
-        self.address == config.address && self.weight == config.weight && self.zone == config.zone
+        self.address == config.address
+            && self.weight == config.weight
+            && self.zone == config.zone
+            && self.region == config.region
+            && self.priority == config.priority
+    }
+
+    /// Whether the backend may take new requests.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Starts a slow-start ramp at `now` (monotonic nanos).
+    pub fn start_ramp(&self, now: u64) {
+        self.ramp_from.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether a slow-start ramp is in progress.
+    pub fn is_ramping(&self) -> bool {
+        self.ramp_from.load(Ordering::Relaxed) != 0
+    }
+
+    /// The fraction of its weight the backend gets at `now` under a ramp of
+    /// `ramp` nanos: linear from near 0 to 1 (HAProxy's `slowstart`).
+    /// Returns `None` when it is not (or no longer) ramping.
+    pub fn ramp_fraction(&self, now: u64, ramp: u64) -> Option<f64> {
+        let from = self.ramp_from.load(Ordering::Relaxed);
+        if from == 0 {
+            return None;
+        }
+        let fraction = now.saturating_sub(from) as f64 / ramp.max(1) as f64;
+        if fraction >= 1.0 {
+            self.ramp_from.store(0, Ordering::Relaxed);
+            return None;
+        }
+        Some(fraction)
     }
 }

@@ -80,6 +80,9 @@ mod tests {
             hash_key,
             subnet_mask,
             subnet_mask_v6: 64,
+            locality_zone: None,
+            slow_start: None,
+            geo: false,
         }
     }
 

@@ -19,6 +19,7 @@ mod route;
 mod server;
 mod stats;
 mod tcp;
+mod tiers;
 mod tls;
 mod upstream;
 

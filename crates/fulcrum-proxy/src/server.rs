@@ -69,15 +69,18 @@ impl Proxy {
     fn apply(&self, config: Config) -> anyhow::Result<Vec<Change>> {
         let mut running = self.lock();
         let changes = diff(&running.config, &config);
+        let geo = config.geo.clone().map(Arc::new);
 
         let pools: BTreeMap<String, Arc<Pool>> = config
             .pools
             .iter()
             .map(|(name, pool)| {
                 let previous = running.pools.get(name).filter(|p| p.config == *pool);
-                let reuse = previous.map(Arc::clone);
+                // A pool whose config (and the [geo] data it may use) is
+                // unchanged is kept whole: selector state, ramps and all.
+                let reuse = previous.filter(|_| running.config.geo == config.geo).map(Arc::clone);
                 let pool = reuse.unwrap_or_else(|| {
-                    Arc::new(Pool::build(name, pool, running.pools.get(name).map(|p| &**p)))
+                    Arc::new(Pool::build(name, pool, running.pools.get(name).map(|p| &**p), geo.as_ref()))
                 });
                 (name.clone(), pool)
             })
@@ -235,5 +238,6 @@ fn empty_config() -> Config {
         admin: None,
         listeners: Vec::new(),
         pools: BTreeMap::new(),
+        geo: None,
     }
 }

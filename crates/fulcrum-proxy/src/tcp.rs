@@ -11,7 +11,7 @@ use crate::pool::Pool;
 /// Proxies one client connection to a backend of `pool`.
 pub async fn proxy(mut client: TcpStream, peer: std::net::SocketAddr, pool: &Pool) {
     let key = pool.config.algorithm.uses_key().then(|| crate::hash_key::client_key(peer.ip(), &pool.config));
-    let Some(backend) = pool.pick(key) else {
+    let Some(backend) = pool.pick(key, Some(peer.ip())) else {
         tracing::warn!(pool = %pool.name, "no backend available for a TCP connection; closing it");
         return;
     };

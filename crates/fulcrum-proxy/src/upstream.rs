@@ -121,7 +121,7 @@ pub fn checkin(target: &Target, sender: SendRequest<Incoming>) {
     IDLE.with(|pool| {
         let mut pool = pool.borrow_mut();
         pool.checkins = pool.checkins.wrapping_add(1);
-        if pool.checkins % SWEEP_EVERY == 0 {
+        if pool.checkins.is_multiple_of(SWEEP_EVERY) {
             pool.by_backend.retain(|_, list| {
                 list.retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < idle.idle_timeout);
                 !list.is_empty()

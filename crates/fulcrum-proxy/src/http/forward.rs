@@ -39,7 +39,7 @@ pub async fn handle(
         .algorithm
         .uses_key()
         .then(|| hash_key::request_key(&parts, connection.client.addr, &pool.config));
-    let Some(backend) = pool.pick(key).map(Arc::clone) else {
+    let Some(backend) = pool.pick(key, Some(connection.client.addr)).map(Arc::clone) else {
         return Ok(respond::no_backend());
     };
     let target = Target::new(&backend, &pool);
