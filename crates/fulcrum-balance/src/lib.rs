@@ -21,6 +21,7 @@ pub mod algorithms;
 mod ewma;
 mod hash;
 mod load;
+pub mod resilience;
 mod rng;
 mod selector;
 pub mod tiers;

@@ -1,0 +1,17 @@
+//! Keeping traffic off sick backends: small state machines whose
+//! transition functions take the time as an argument and say whether the
+//! state flipped (sozu's `HealthState::record_success -> bool`, linkerd's
+//! consecutive-failures breaker). The proxy drives them from probes and
+//! responses; the pool's candidate filter reads them.
+
+mod backoff;
+mod breaker;
+mod health;
+mod outlier;
+mod retry_budget;
+
+pub use backoff::backoff;
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, WindowKind};
+pub use health::{Health, HealthChecker, ProbeResult};
+pub use outlier::{Outcome, OutlierConfig, OutlierDetector};
+pub use retry_budget::RetryBudget;
