@@ -116,6 +116,65 @@ pub struct PoolFile {
     pub locality: Option<LocalityFile>,
     pub slow_start: Option<String>,
     pub geo: Option<bool>,
+    pub health_check: Option<HealthCheckFile>,
+    pub passive_health: Option<PassiveHealthFile>,
+    pub circuit_breaker: Option<CircuitBreakerFile>,
+    pub retries: Option<RetriesFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub expect_status: Option<[u16; 2]>,
+    pub expect_body: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub unhealthy_interval: Option<String>,
+    pub degraded_latency: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthFile {
+    pub consecutive_5xx: Option<u32>,
+    pub consecutive_failures: Option<u32>,
+    pub failure_rate: Option<f64>,
+    pub min_requests: Option<u32>,
+    pub interval: Option<String>,
+    pub ejection_time: Option<String>,
+    pub max_ejection_time: Option<String>,
+    pub max_ejection_percent: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerFile {
+    pub failure_rate_threshold: Option<f64>,
+    pub slow_call_rate_threshold: Option<f64>,
+    pub slow_call_duration: Option<String>,
+    pub minimum_calls: Option<u32>,
+    pub window: Option<u32>,
+    pub window_kind: Option<String>,
+    pub wait_in_open: Option<String>,
+    pub half_open_calls: Option<u32>,
+    pub max_requests: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesFile {
+    pub attempts: Option<u32>,
+    pub on: Option<Vec<String>>,
+    pub backoff: Option<String>,
+    pub max_backoff: Option<String>,
+    pub budget_percent: Option<f64>,
+    pub min_retries_per_second: Option<u32>,
+    pub retry_non_idempotent: Option<bool>,
+    pub max_replay_body: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +190,7 @@ pub struct BackendFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsFile {
+    pub request: Option<String>,
     pub connect: Option<String>,
     pub response_header: Option<String>,
     pub idle: Option<String>,

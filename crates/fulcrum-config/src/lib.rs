@@ -12,6 +12,7 @@ mod duration;
 mod error;
 mod file;
 mod model;
+mod resilience;
 mod span;
 mod validate;
 
@@ -19,6 +20,7 @@ pub use diff::{diff, Change};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use resilience::{CircuitBreaker, HealthCheck, PassiveHealth, ProbeKind, Retries, RetryOn};
 
 use std::path::Path;
 

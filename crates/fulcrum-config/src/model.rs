@@ -227,6 +227,14 @@ pub struct Pool {
     pub slow_start: Option<Duration>,
     /// Send each client to the nearest healthy region (`geo = true`, needs `[geo]`).
     pub geo: bool,
+    /// Active health checks (`health_check`); none by default.
+    pub health_check: Option<crate::HealthCheck>,
+    /// Outlier detection (`passive_health`); none by default.
+    pub passive_health: Option<crate::PassiveHealth>,
+    /// Circuit breaker per backend (`circuit_breaker`); none by default.
+    pub circuit_breaker: Option<crate::CircuitBreaker>,
+    /// Retry policy (`retries`); no retries by default.
+    pub retries: Option<crate::Retries>,
 }
 
 /// The request property hashing algorithms place by. A request without
@@ -281,6 +289,8 @@ pub struct Backend {
 /// Upstream timeouts of a pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
+    /// Whole request, from pick to response headers, retries included (default: none).
+    pub request: Option<Duration>,
     /// TCP connect to a backend (default 5s); expiry counts as a connect failure (502).
     pub connect: Duration,
     /// From request sent to response headers received (default 60s); expiry answers 504.
@@ -292,6 +302,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
+            request: None,
             connect: DEFAULT_CONNECT_TIMEOUT,
             response_header: DEFAULT_RESPONSE_HEADER_TIMEOUT,
             idle: DEFAULT_IDLE_TIMEOUT,

@@ -42,14 +42,14 @@ pub fn validate(raw: FileConfig, text: &str, base_dir: &Path) -> Result<Config, 
     }
 }
 
-struct Validator<'a> {
+pub(crate) struct Validator<'a> {
     text: &'a str,
     base_dir: &'a Path,
     errors: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
-    fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
         self.errors.push(ConfigError {
             path: path.to_string(),
             location: span::locate(self.text, path),
@@ -81,7 +81,7 @@ impl Validator<'_> {
         Some(out)
     }
 
-    fn duration(&mut self, path: &KeyPath, value: Option<&String>, default: Duration) -> Duration {
+    pub(crate) fn duration(&mut self, path: &KeyPath, value: Option<&String>, default: Duration) -> Duration {
         let Some(text) = value else { return default };
         match parse_duration(text) {
             Ok(d) if d.is_zero() => {
@@ -367,6 +367,10 @@ impl Validator<'_> {
         let timeouts = raw.timeouts.as_ref().map_or_else(Timeouts::default, |t| {
             let path = path.key("timeouts");
             Timeouts {
+                request: t
+                    .request
+                    .as_ref()
+                    .map(|r| self.duration(&path.key("request"), Some(r), Duration::ZERO)),
                 connect: self.duration(&path.key("connect"), t.connect.as_ref(), DEFAULT_CONNECT_TIMEOUT),
                 response_header: self.duration(
                     &path.key("response_header"),
@@ -390,6 +394,16 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|s| self.duration(&path.key("slow_start"), Some(s), Duration::ZERO)),
             geo: raw.geo.unwrap_or(false),
+            health_check: raw.health_check.as_ref().map(|h| self.health_check(h, &path.key("health_check"))),
+            passive_health: raw
+                .passive_health
+                .as_ref()
+                .map(|p| self.passive_health(p, &path.key("passive_health"))),
+            circuit_breaker: raw
+                .circuit_breaker
+                .as_ref()
+                .map(|c| self.circuit_breaker(c, &path.key("circuit_breaker"))),
+            retries: raw.retries.as_ref().map(|r| self.retries(r, &path.key("retries"))),
         })
     }
 

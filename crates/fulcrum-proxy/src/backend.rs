@@ -3,10 +3,12 @@
 //! upstream connection pool.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fulcrum_balance::Load;
+
+use crate::guards::Guards;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -28,14 +30,20 @@ pub struct Backend {
     /// Live counters, shared with the pool's selector (and kept across
     /// reloads that change this backend's settings).
     pub load: Arc<Load>,
-    healthy: AtomicBool,
+    /// Health, ejection, breaker and concurrency limit.
+    pub guards: Guards,
     /// When its slow-start ramp began (monotonic nanos), 0 when not ramping.
     ramp_from: AtomicU64,
 }
 
 impl Backend {
-    /// A backend for `config`, continuing `load` when it already existed.
-    pub fn new(config: &fulcrum_config::Backend, load: Option<Arc<Load>>) -> Self {
+    /// A backend for `config` in a pool configured as `pool`, continuing
+    /// `load` when it already existed.
+    pub fn new(
+        config: &fulcrum_config::Backend,
+        pool: &fulcrum_config::Pool,
+        load: Option<Arc<Load>>,
+    ) -> Self {
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             address: config.address,
@@ -44,7 +52,7 @@ impl Backend {
             region: config.region.clone(),
             priority: config.priority,
             load: load.unwrap_or_default(),
-            healthy: AtomicBool::new(true),
+            guards: Guards::new(pool),
             ramp_from: AtomicU64::new(0),
         }
     }
@@ -58,9 +66,9 @@ impl Backend {
             && self.priority == config.priority
     }
 
-    /// Whether the backend may take new requests.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+    /// Whether the backend may take a new request at `now`.
+    pub fn is_available(&self, now: u64) -> bool {
+        self.guards.serves(now, self.load.in_flight())
     }
 
     /// Starts a slow-start ramp at `now` (monotonic nanos).

@@ -83,6 +83,10 @@ mod tests {
             locality_zone: None,
             slow_start: None,
             geo: false,
+            health_check: None,
+            passive_health: None,
+            circuit_breaker: None,
+            retries: None,
         }
     }
 

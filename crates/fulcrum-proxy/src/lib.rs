@@ -10,7 +10,9 @@
 mod backend;
 mod clock;
 mod error;
+mod guards;
 mod hash_key;
+mod health_check;
 pub mod http;
 mod listener;
 mod pool;

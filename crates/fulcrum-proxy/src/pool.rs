@@ -1,21 +1,27 @@
 //! A pool: its backends, the selector built over them, its placement
-//! rules and its upstream settings. A reload builds a new pool, carrying
-//! over each backend's live load by address. The selector itself is
-//! swappable so slow start can re-weigh a ramping backend each tick
-//! without a reload.
+//! rules, its resilience settings and its upstream settings. A reload
+//! builds a new pool, carrying over each backend's live load by address.
+//! The selector is swappable so slow start and degraded backends re-weigh
+//! on the per-second tick without a reload.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use fulcrum_balance::resilience::{Health, Outcome, RetryBudget};
 use fulcrum_balance::{build_selector, Member, PickContext, Selector};
 use fulcrum_config::{Geo, Pool as PoolConfig, Timeouts};
+use tokio_util::sync::DropGuard;
 
 use crate::backend::Backend;
 use crate::tiers::Tiers;
 
-/// Weights are scaled by this while a backend ramps, so a ramp has 100 steps.
-const RAMP_SCALE: u32 = 100;
+/// Weights are scaled by this while any backend is re-weighed, so a ramp has 100 steps.
+const WEIGHT_SCALE: u32 = 100;
+/// Share of its weight a degraded backend keeps.
+const DEGRADED_SHARE: f64 = 0.25;
+/// Retry budget window, seconds.
+const RETRY_WINDOW_SECONDS: u64 = 10;
 
 /// A balanced set of backends.
 #[derive(Debug)]
@@ -25,7 +31,11 @@ pub struct Pool {
     /// Backends in config order; selector indices point here.
     pub backends: Vec<Arc<Backend>>,
     selector: ArcSwap<Box<dyn Selector>>,
+    built_weights: Mutex<Vec<u32>>,
     tiers: Option<Tiers>,
+    retry_budget: Option<Mutex<RetryBudget>>,
+    /// Stops the pool's health-check tasks when the pool is dropped.
+    _health_checks: Option<DropGuard>,
     /// Upstream timeouts.
     pub timeouts: Timeouts,
     /// Idle upstream connections kept per backend and thread.
@@ -35,21 +45,30 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Builds the pool `name` from `config`. Backends of `previous` (the
-    /// running pool of that name) keep their load; unchanged ones are
-    /// reused whole; new addresses start a slow-start ramp when configured.
+    /// Builds the pool `name` from `config` and starts its health checks.
+    /// Backends of `previous` (the running pool of that name) keep their
+    /// load and health; unchanged ones are reused whole; new addresses start
+    /// a slow-start ramp when configured.
     pub fn build(name: &str, config: &PoolConfig, previous: Option<&Pool>, geo: Option<&Arc<Geo>>) -> Self {
         let now = crate::clock::now_nanos();
+        let same_guards = previous.is_some_and(|p| {
+            p.config.passive_health == config.passive_health
+                && p.config.circuit_breaker == config.circuit_breaker
+        });
         let backends: Vec<Arc<Backend>> = config
             .backends
             .iter()
             .map(|b| {
                 let old = previous.and_then(|p| p.backends.iter().find(|old| old.address == b.address));
                 match old {
-                    Some(old) if old.matches(b) => Arc::clone(old),
-                    Some(old) => Arc::new(Backend::new(b, Some(Arc::clone(&old.load)))),
+                    Some(old) if same_guards && old.matches(b) => Arc::clone(old),
+                    Some(old) => {
+                        let backend = Backend::new(b, config, Some(Arc::clone(&old.load)));
+                        backend.guards.set_health(old.guards.health());
+                        Arc::new(backend)
+                    }
                     None => {
-                        let backend = Backend::new(b, None);
+                        let backend = Backend::new(b, config, None);
                         if previous.is_some() && config.slow_start.is_some() && !config.algorithm.uses_key() {
                             backend.start_ramp(now);
                         }
@@ -59,64 +78,128 @@ impl Pool {
             })
             .collect();
         let geo = if config.geo { geo.cloned() } else { None };
+        let health_checks = config.health_check.as_ref().map(|check| {
+            crate::health_check::spawn(name, &backends, check, config.slow_start.is_some()).drop_guard()
+        });
         let pool = Self {
             name: name.into(),
             selector: ArcSwap::from_pointee(build_selector(&config.algorithm, &[])),
+            built_weights: Mutex::new(Vec::new()),
             tiers: Tiers::new(&backends, config.locality_zone.clone(), geo),
+            retry_budget: config.retries.as_ref().map(|r| {
+                Mutex::new(RetryBudget::new(r.budget_percent, r.min_retries_per_second, RETRY_WINDOW_SECONDS))
+            }),
+            _health_checks: health_checks,
             backends,
             timeouts: config.timeouts,
             max_idle_per_backend: config.max_idle_per_backend,
             config: config.clone(),
         };
-        pool.rebuild_selector(now);
+        pool.reweigh(now);
         pool
     }
 
-    /// Rebuilds the selector from the backends' effective weights at `now`.
-    fn rebuild_selector(&self, now: u64) {
+    /// The weight each backend should have at `now`: its configured weight,
+    /// scaled down while it ramps (slow start) or is degraded.
+    fn effective_weights(&self, now: u64) -> Vec<u32> {
         let ramp = self.config.slow_start.map_or(0, |d| d.as_nanos() as u64);
-        let fractions: Vec<Option<f64>> =
-            self.backends.iter().map(|b| if ramp > 0 { b.ramp_fraction(now, ramp) } else { None }).collect();
-        let ramping = fractions.iter().any(Option::is_some);
+        let factors: Vec<f64> = self
+            .backends
+            .iter()
+            .map(|b| {
+                let ramp = if ramp > 0 { b.ramp_fraction(now, ramp).unwrap_or(1.0) } else { 1.0 };
+                let degraded = if b.guards.health() == Health::Degraded { DEGRADED_SHARE } else { 1.0 };
+                ramp * degraded
+            })
+            .collect();
+        if factors.iter().all(|&f| f >= 1.0) {
+            return self.backends.iter().map(|b| b.weight).collect();
+        }
+        self.backends
+            .iter()
+            .zip(factors)
+            .map(|(b, f)| ((f64::from(b.weight * WEIGHT_SCALE) * f) as u32).max(1))
+            .collect()
+    }
+
+    /// Rebuilds the selector when the effective weights changed.
+    fn reweigh(&self, now: u64) {
+        let weights = self.effective_weights(now);
+        let mut built = self.built_weights.lock().unwrap_or_else(|p| p.into_inner());
+        if *built == weights {
+            return;
+        }
         let members: Vec<Member> = self
             .backends
             .iter()
-            .zip(&fractions)
-            .map(|(b, fraction)| {
-                let weight = match (ramping, fraction) {
-                    (false, _) => b.weight,
-                    (true, None) => b.weight * RAMP_SCALE,
-                    (true, Some(f)) => ((f64::from(b.weight * RAMP_SCALE) * f) as u32).max(1),
-                };
-                Member { key: b.address.to_string(), weight, load: Arc::clone(&b.load) }
-            })
+            .zip(&weights)
+            .map(|(b, &weight)| Member { key: b.address.to_string(), weight, load: Arc::clone(&b.load) })
             .collect();
         self.selector.store(Arc::new(build_selector(&self.config.algorithm, &members)));
+        *built = weights;
     }
 
-    /// Periodic upkeep: the algorithm's own (adaptive weights), and a
-    /// re-weigh while any backend is in slow start.
+    /// Periodic upkeep: re-weigh ramping or degraded backends, and the
+    /// algorithm's own upkeep (adaptive weights).
     pub fn tick(&self) {
         let now = crate::clock::now_nanos();
-        if self.backends.iter().any(|b| b.is_ramping()) {
-            self.rebuild_selector(now);
-        }
+        self.reweigh(now);
         self.selector.load().tick(now);
     }
 
     /// The backend the pool picks for a request with affinity `key` from
-    /// `client`, or `None` when no backend is available.
-    pub fn pick(&self, key: Option<u64>, client: Option<IpAddr>) -> Option<&Arc<Backend>> {
+    /// `client`, skipping backends whose ids are in `tried`; it holds a
+    /// circuit-breaker permit when one is configured. `None` when no
+    /// backend is available.
+    pub fn pick(&self, key: Option<u64>, client: Option<IpAddr>, tried: &[u64]) -> Option<&Arc<Backend>> {
+        let now = crate::clock::now_nanos();
         let selector = self.selector.load();
-        crate::rng::with_rng(|rng| {
-            let admission = self.tiers.as_ref().map(|t| t.admit(&self.backends, client, rng));
-            let accept = |i: usize| {
-                let backend = &self.backends[i];
-                backend.is_healthy() && admission.as_ref().is_none_or(|a| a.allows(backend))
-            };
-            let mut ctx = PickContext { key, now_nanos: crate::clock::now_nanos(), rng };
-            selector.pick(&mut ctx, &accept)
-        })
-        .map(|index| &self.backends[index])
+        let mut refused: Vec<u64> = Vec::new();
+        // A breaker may refuse the permit between the filter and the pick
+        // (another request took the last half-open slot): pick again.
+        for _ in 0..3 {
+            let index = crate::rng::with_rng(|rng| {
+                let admission = self.tiers.as_ref().map(|t| t.admit(&self.backends, client, now, rng));
+                let accept = |i: usize| {
+                    let backend = &self.backends[i];
+                    !tried.contains(&backend.id)
+                        && !refused.contains(&backend.id)
+                        && backend.is_available(now)
+                        && admission.as_ref().is_none_or(|a| a.allows(backend))
+                };
+                let mut ctx = PickContext { key, now_nanos: now, rng };
+                selector.pick(&mut ctx, &accept)
+            })?;
+            let backend = &self.backends[index];
+            if backend.guards.admit(now, backend.address) {
+                return Some(backend);
+            }
+            refused.push(backend.id);
+        }
+        None
+    }
+
+    /// Records how a request to `backend` ended (breaker, outlier detection).
+    pub fn record(&self, backend: &Backend, outcome: Outcome, duration_nanos: u64) {
+        let now = crate::clock::now_nanos();
+        let may_eject = self.config.passive_health.as_ref().is_some_and(|p| {
+            let cap = ((p.max_ejection_percent / 100.0 * self.backends.len() as f64).floor() as usize).max(1);
+            self.backends.iter().filter(|b| b.guards.is_ejected(now)).count() < cap
+        });
+        backend.guards.record(outcome, duration_nanos, now, may_eject, backend.address);
+    }
+
+    /// Counts a first attempt against the retry budget.
+    pub fn record_request(&self) {
+        if let Some(budget) = &self.retry_budget {
+            budget.lock().unwrap_or_else(|p| p.into_inner()).record_request(crate::clock::now_nanos());
+        }
+    }
+
+    /// Takes a retry from the pool's budget, if any is left.
+    pub fn try_retry(&self) -> bool {
+        self.retry_budget
+            .as_ref()
+            .is_some_and(|b| b.lock().unwrap_or_else(|p| p.into_inner()).try_retry(crate::clock::now_nanos()))
     }
 }

@@ -201,6 +201,10 @@ impl Proxy {
                             active_requests: b.load.in_flight(),
                             requests_total: b.load.requests_total(),
                             errors_total: b.load.errors_total(),
+                            health: b.guards.health().name(),
+                            circuit: b.guards.breaker_state().name(),
+                            ejected: b.guards.is_ejected(crate::clock::now_nanos()),
+                            latency_ewma_ms: b.load.latency_ewma_nanos() / 1e6,
                         })
                         .collect(),
                 })

@@ -36,4 +36,12 @@ pub struct BackendStats {
     pub requests_total: u64,
     /// Failed requests (transport errors and 5xx) since it was added.
     pub errors_total: u64,
+    /// `healthy`, `unhealthy`, `degraded` or `unknown` (no probe yet, or none configured).
+    pub health: &'static str,
+    /// Circuit breaker: `closed`, `open` or `half_open`.
+    pub circuit: &'static str,
+    /// Whether outlier detection has it ejected now.
+    pub ejected: bool,
+    /// EWMA of response-header latency, milliseconds.
+    pub latency_ewma_ms: f64,
 }

@@ -4,6 +4,7 @@
 //! so request/response protocols that signal the end of input with a FIN
 //! keep working.
 
+use fulcrum_balance::resilience::Outcome;
 use tokio::net::TcpStream;
 
 use crate::pool::Pool;
@@ -11,26 +12,30 @@ use crate::pool::Pool;
 /// Proxies one client connection to a backend of `pool`.
 pub async fn proxy(mut client: TcpStream, peer: std::net::SocketAddr, pool: &Pool) {
     let key = pool.config.algorithm.uses_key().then(|| crate::hash_key::client_key(peer.ip(), &pool.config));
-    let Some(backend) = pool.pick(key, Some(peer.ip())) else {
+    let Some(backend) = pool.pick(key, Some(peer.ip()), &[]) else {
         tracing::warn!(pool = %pool.name, "no backend available for a TCP connection; closing it");
         return;
     };
     let _in_flight = backend.load.start();
     let started = crate::clock::now_nanos();
     let connected = tokio::time::timeout(pool.timeouts.connect, TcpStream::connect(backend.address)).await;
+    let now = crate::clock::now_nanos();
+    let took = now - started;
     let mut upstream = match connected {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             backend.load.record_error();
+            pool.record(backend, Outcome::GatewayFailure, took);
             return tracing::warn!(backend = %backend.address, error = %e, "cannot connect to backend");
         }
         Err(_) => {
             backend.load.record_error();
+            pool.record(backend, Outcome::GatewayFailure, took);
             return tracing::warn!(backend = %backend.address, "connecting to backend timed out");
         }
     };
-    let now = crate::clock::now_nanos();
-    backend.load.observe_latency(now - started, now);
+    pool.record(backend, Outcome::Success, took);
+    backend.load.observe_latency(took, now);
     if let Err(e) = upstream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }

@@ -57,11 +57,12 @@ impl Tiers {
         &'a self,
         backends: &'a [Arc<Backend>],
         client: Option<IpAddr>,
+        now: u64,
         rng: &mut SplitMix64,
     ) -> Admission<'a> {
         let capacity = |filter: &dyn Fn(&Backend) -> bool| {
             backends.iter().filter(|b| filter(b)).fold(Capacity::default(), |c, b| Capacity {
-                healthy: c.healthy + if b.is_healthy() { u64::from(b.weight) } else { 0 },
+                healthy: c.healthy + if b.is_available(now) { u64::from(b.weight) } else { 0 },
                 total: c.total + u64::from(b.weight),
             })
         };
@@ -84,9 +85,9 @@ impl Tiers {
             let options: Vec<(u32, bool)> = regions
                 .iter()
                 .map(|&r| {
-                    let healthy = backends
-                        .iter()
-                        .any(|b| b.priority == priority && b.region.as_deref() == Some(r) && b.is_healthy());
+                    let healthy = backends.iter().any(|b| {
+                        b.priority == priority && b.region.as_deref() == Some(r) && b.is_available(now)
+                    });
                     (geo.latency_ms(from, r), healthy)
                 })
                 .collect();

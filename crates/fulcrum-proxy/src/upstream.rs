@@ -14,13 +14,13 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::backend::Backend;
 use crate::error::UpstreamError;
+use crate::http::RequestBody;
 
 /// How many checkins between two sweeps of a thread's idle connections.
 const SWEEP_EVERY: u32 = 1024;
@@ -54,7 +54,7 @@ impl Target {
 }
 
 struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
     since: Instant,
     idle_timeout: Duration,
 }
@@ -91,7 +91,7 @@ thread_local! {
 }
 
 /// A ready connection to `target`: a pooled one if any, else a new one.
-pub async fn checkout(target: &Target) -> Result<SendRequest<Incoming>, UpstreamError> {
+pub async fn checkout(target: &Target) -> Result<SendRequest<RequestBody>, UpstreamError> {
     while let Some(mut sender) = take_idle(target.backend_id) {
         if sender.ready().await.is_ok() {
             return Ok(sender);
@@ -100,7 +100,7 @@ pub async fn checkout(target: &Target) -> Result<SendRequest<Incoming>, Upstream
     connect(target, false).await
 }
 
-fn take_idle(backend_id: u64) -> Option<SendRequest<Incoming>> {
+fn take_idle(backend_id: u64) -> Option<SendRequest<RequestBody>> {
     IDLE.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.by_backend.get_mut(&backend_id)?;
@@ -114,7 +114,7 @@ fn take_idle(backend_id: u64) -> Option<SendRequest<Incoming>> {
 }
 
 /// Returns a connection whose last response was read to the end.
-pub fn checkin(target: &Target, sender: SendRequest<Incoming>) {
+pub fn checkin(target: &Target, sender: SendRequest<RequestBody>) {
     if sender.is_closed() {
         return;
     }
@@ -136,7 +136,7 @@ pub fn checkin(target: &Target, sender: SendRequest<Incoming>) {
 
 /// A new connection to `target`; `upgrades` keeps it usable for a
 /// protocol switch (WebSocket), after which it is never pooled.
-pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<Incoming>, UpstreamError> {
+pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<RequestBody>, UpstreamError> {
     let stream = tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.address))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout)?

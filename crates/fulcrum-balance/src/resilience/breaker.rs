@@ -125,6 +125,11 @@ impl CircuitBreaker {
         self.state
     }
 
+    /// When an open breaker admits its first probe; `None` unless open.
+    pub fn reopens_at(&self) -> Option<u64> {
+        (self.state == BreakerState::Open).then(|| self.opened_at + self.config.wait_in_open_nanos)
+    }
+
     /// Whether a call at `now` would be admitted, without taking a permit.
     pub fn allows(&self, now: u64) -> bool {
         match self.state {
@@ -275,6 +280,7 @@ mod tests {
     fn open_waits_then_admits_exactly_the_half_open_calls() {
         let mut breaker = CircuitBreaker::new(config(WindowKind::Count));
         feed(&mut breaker, 10, 0, 0);
+        assert_eq!(breaker.reopens_at(), Some(30_000 * MS));
         assert!(!breaker.allows(29_999 * MS));
         assert!(!breaker.try_acquire(29_999 * MS));
         let after_wait = 30_000 * MS;

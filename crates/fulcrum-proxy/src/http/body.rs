@@ -16,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
+use super::RequestBody;
 use crate::upstream::{self, Target};
 
 /// A body Fulcrum answers a client with.
@@ -33,7 +34,7 @@ enum Kind {
 struct UpstreamBody {
     body: Incoming,
     finished: bool,
-    connection: Option<(SendRequest<Incoming>, Target)>,
+    connection: Option<(SendRequest<RequestBody>, Target)>,
     in_flight: Option<InFlight>,
 }
 
@@ -47,7 +48,7 @@ impl ProxyBody {
     /// (`None` for connections that must not be reused).
     pub fn upstream(
         body: Incoming,
-        connection: Option<(SendRequest<Incoming>, Target)>,
+        connection: Option<(SendRequest<RequestBody>, Target)>,
         in_flight: InFlight,
     ) -> Self {
         Self(Kind::Upstream(Box::new(UpstreamBody {

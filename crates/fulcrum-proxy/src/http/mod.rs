@@ -4,12 +4,14 @@
 mod body;
 mod forward;
 mod headers;
+mod request_body;
 mod respond;
 mod upgrade;
 
 pub use body::ProxyBody;
 pub use forward::Connection;
 pub use headers::ClientInfo;
+pub use request_body::RequestBody;
 
 use std::sync::Arc;
 

@@ -6,17 +6,16 @@ use std::time::Duration;
 
 use fulcrum_balance::InFlight;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::ProxyBody;
-use super::headers;
+use super::{headers, RequestBody};
 use crate::error::UpstreamError;
 use crate::upstream::{self, Target};
 
 /// Forwards an upgrade request; on 101 splices client and backend.
 pub async fn forward(
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
     target: &Target,
     response_timeout: Duration,
     in_flight: InFlight,

@@ -1,0 +1,158 @@
+//! A backend's availability: what its probes say, whether outlier
+//! detection ejected it, whether its circuit breaker admits calls, and its
+//! concurrency limit.
+//!
+//! The candidate filter runs for many backends per pick, so it reads only
+//! atomics ([`Guards::serves`]). The state machines of the pure core sit
+//! behind per-backend mutexes that are taken once per response (to record
+//! it) and once per pick of this backend (for a breaker permit), and only
+//! when the pool configures them; every transition is mirrored into the
+//! atomics and logged.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+
+use fulcrum_balance::resilience::{BreakerState, CircuitBreaker, Health, Outcome, OutlierDetector};
+use fulcrum_config::Pool as PoolConfig;
+
+/// "Blocked until" value of a half-open breaker with no permits left.
+const UNTIL_A_PROBE_ENDS: u64 = u64::MAX;
+
+/// Availability state of one backend.
+#[derive(Debug)]
+pub struct Guards {
+    health: AtomicU8,
+    ejected_until: AtomicU64,
+    breaker_state: AtomicU8,
+    breaker_blocked_until: AtomicU64,
+    outlier: Option<Mutex<OutlierDetector>>,
+    breaker: Option<Mutex<CircuitBreaker>>,
+    max_requests: Option<u64>,
+}
+
+fn health_code(health: Health) -> u8 {
+    match health {
+        Health::Unknown => 0,
+        Health::Healthy => 1,
+        Health::Degraded => 2,
+        Health::Unhealthy => 3,
+    }
+}
+
+fn health_of(code: u8) -> Health {
+    match code {
+        1 => Health::Healthy,
+        2 => Health::Degraded,
+        3 => Health::Unhealthy,
+        _ => Health::Unknown,
+    }
+}
+
+impl Guards {
+    /// Fresh state for a backend of a pool configured as `config`.
+    pub fn new(config: &PoolConfig) -> Self {
+        Self {
+            health: AtomicU8::new(health_code(Health::Unknown)),
+            ejected_until: AtomicU64::new(0),
+            breaker_state: AtomicU8::new(BreakerState::Closed.gauge()),
+            breaker_blocked_until: AtomicU64::new(0),
+            outlier: config
+                .passive_health
+                .as_ref()
+                .map(|p| Mutex::new(OutlierDetector::new(p.detector.clone()))),
+            breaker: config
+                .circuit_breaker
+                .as_ref()
+                .map(|c| Mutex::new(CircuitBreaker::new(c.breaker.clone()))),
+            max_requests: config.circuit_breaker.as_ref().and_then(|c| c.max_requests),
+        }
+    }
+
+    /// Whether the backend may be picked at `now` with `in_flight` requests.
+    pub fn serves(&self, now: u64, in_flight: u64) -> bool {
+        health_of(self.health.load(Ordering::Relaxed)).serves()
+            && self.ejected_until.load(Ordering::Relaxed) <= now
+            && self.breaker_blocked_until.load(Ordering::Relaxed) <= now
+            && self.max_requests.is_none_or(|max| in_flight < max)
+    }
+
+    /// What the probes say.
+    pub fn health(&self) -> Health {
+        health_of(self.health.load(Ordering::Relaxed))
+    }
+
+    /// Sets the probe verdict.
+    pub fn set_health(&self, health: Health) {
+        self.health.store(health_code(health), Ordering::Relaxed);
+    }
+
+    /// Whether outlier detection has the backend ejected at `now`.
+    pub fn is_ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// The breaker's state as last mirrored.
+    pub fn breaker_state(&self) -> BreakerState {
+        match self.breaker_state.load(Ordering::Relaxed) {
+            1 => BreakerState::HalfOpen,
+            2 => BreakerState::Open,
+            _ => BreakerState::Closed,
+        }
+    }
+
+    /// Takes a breaker permit for a call starting at `now` (always granted
+    /// without a breaker).
+    pub fn admit(&self, now: u64, address: SocketAddr) -> bool {
+        let Some(breaker) = &self.breaker else { return true };
+        let mut breaker = breaker.lock().unwrap_or_else(|p| p.into_inner());
+        let before = breaker.state();
+        let admitted = breaker.try_acquire(now);
+        self.mirror_breaker(&breaker, now, before, address);
+        admitted
+    }
+
+    /// Records a finished call. `may_eject` is the pool's ejection cap.
+    pub fn record(
+        &self,
+        outcome: Outcome,
+        duration_nanos: u64,
+        now: u64,
+        may_eject: bool,
+        address: SocketAddr,
+    ) {
+        if let Some(breaker) = &self.breaker {
+            let mut breaker = breaker.lock().unwrap_or_else(|p| p.into_inner());
+            let before = breaker.state();
+            breaker.record(outcome != Outcome::Success, duration_nanos, now);
+            self.mirror_breaker(&breaker, now, before, address);
+        }
+        if let Some(outlier) = &self.outlier {
+            let mut outlier = outlier.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(length) = outlier.record(outcome, now, may_eject) {
+                self.ejected_until.store(now + length, Ordering::Relaxed);
+                tracing::warn!(
+                    backend = %address,
+                    ejection = outlier.ejections(),
+                    seconds = length / 1_000_000_000,
+                    "outlier detection ejected the backend after {outcome:?}"
+                );
+            }
+        }
+    }
+
+    fn mirror_breaker(&self, breaker: &CircuitBreaker, now: u64, before: BreakerState, address: SocketAddr) {
+        let state = breaker.state();
+        self.breaker_state.store(state.gauge(), Ordering::Relaxed);
+        let blocked_until = match state {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen if breaker.allows(now) => 0,
+            BreakerState::HalfOpen => UNTIL_A_PROBE_ENDS,
+            BreakerState::Open => breaker.reopens_at().unwrap_or(0),
+        };
+        self.breaker_blocked_until.store(blocked_until, Ordering::Relaxed);
+        if state != before {
+            tracing::warn!(backend = %address, from = before.name(), to = state.name(), "circuit breaker changed state");
+        }
+    }
+}
