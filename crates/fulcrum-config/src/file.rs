@@ -185,6 +185,7 @@ pub struct BackendFile {
     pub zone: Option<String>,
     pub region: Option<String>,
     pub priority: Option<u8>,
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

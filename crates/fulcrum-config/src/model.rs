@@ -284,6 +284,41 @@ pub struct Backend {
     /// Priority level, 0 first (default 0): a level takes traffic only when
     /// the levels before it lack healthy capacity.
     pub priority: u8,
+    /// Operator state (default `active`).
+    pub state: BackendState,
+}
+
+/// Whether an operator lets a backend take traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendState {
+    /// Takes traffic.
+    #[default]
+    Active,
+    /// Takes no new requests; those in flight finish.
+    Draining,
+    /// Takes no traffic; still probed, so its health stays known.
+    Maintenance,
+}
+
+impl BackendState {
+    /// Parses `active`, `draining` or `maintenance`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "draining" => Some(Self::Draining),
+            "maintenance" => Some(Self::Maintenance),
+            _ => None,
+        }
+    }
+
+    /// The name as written in config and shown by the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Draining => "draining",
+            Self::Maintenance => "maintenance",
+        }
+    }
 }
 
 /// Upstream timeouts of a pool.

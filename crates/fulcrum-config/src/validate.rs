@@ -481,6 +481,16 @@ impl Validator<'_> {
             zone: raw.zone.clone(),
             region: raw.region.clone(),
             priority: raw.priority.unwrap_or(0),
+            state: match raw.state.as_deref() {
+                None => BackendState::Active,
+                Some(text) => BackendState::parse(text).unwrap_or_else(|| {
+                    self.error(
+                        &path.key("state"),
+                        format!("unknown state `{text}`; expected active, draining or maintenance"),
+                    );
+                    BackendState::Active
+                }),
+            },
         })
     }
 }

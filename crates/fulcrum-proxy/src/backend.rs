@@ -27,6 +27,8 @@ pub struct Backend {
     pub region: Option<String>,
     /// Priority level, 0 first.
     pub priority: u8,
+    /// Operator state: only `active` backends take new requests.
+    pub state: fulcrum_config::BackendState,
     /// Live counters, shared with the pool's selector (and kept across
     /// reloads that change this backend's settings).
     pub load: Arc<Load>,
@@ -51,6 +53,7 @@ impl Backend {
             zone: config.zone.clone(),
             region: config.region.clone(),
             priority: config.priority,
+            state: config.state,
             load: load.unwrap_or_default(),
             guards: Guards::new(pool),
             ramp_from: AtomicU64::new(0),
@@ -64,11 +67,12 @@ impl Backend {
             && self.zone == config.zone
             && self.region == config.region
             && self.priority == config.priority
+            && self.state == config.state
     }
 
     /// Whether the backend may take a new request at `now`.
     pub fn is_available(&self, now: u64) -> bool {
-        self.guards.serves(now, self.load.in_flight())
+        self.state == fulcrum_config::BackendState::Active && self.guards.serves(now, self.load.in_flight())
     }
 
     /// Starts a slow-start ramp at `now` (monotonic nanos).

@@ -198,6 +198,7 @@ impl Proxy {
                             address: b.address.to_string(),
                             weight: b.weight,
                             zone: b.zone.clone(),
+                            state: b.state.name(),
                             active_requests: b.load.in_flight(),
                             requests_total: b.load.requests_total(),
                             errors_total: b.load.errors_total(),

@@ -30,6 +30,8 @@ pub struct BackendStats {
     pub weight: u32,
     /// Zone, if any.
     pub zone: Option<String>,
+    /// Operator state: `active`, `draining` or `maintenance`.
+    pub state: &'static str,
     /// Requests in flight now.
     pub active_requests: u64,
     /// Requests since the backend was added.
