@@ -151,8 +151,14 @@ impl Pool {
     /// `client`, skipping backends whose ids are in `tried`; it holds a
     /// circuit-breaker permit when one is configured. `None` when no
     /// backend is available.
-    pub fn pick(&self, key: Option<u64>, client: Option<IpAddr>, tried: &[u64]) -> Option<&Arc<Backend>> {
-        let now = crate::clock::now_nanos();
+    /// `now` is the caller's clock reading (monotonic nanos).
+    pub fn pick(
+        &self,
+        key: Option<u64>,
+        client: Option<IpAddr>,
+        tried: &[u64],
+        now: u64,
+    ) -> Option<&Arc<Backend>> {
         let selector = self.selector.load();
         let mut refused: Vec<u64> = Vec::new();
         // A breaker may refuse the permit between the filter and the pick
@@ -179,9 +185,12 @@ impl Pool {
         None
     }
 
-    /// Records how a request to `backend` ended (breaker, outlier detection).
-    pub fn record(&self, backend: &Backend, outcome: Outcome, duration_nanos: u64) {
-        let now = crate::clock::now_nanos();
+    /// Records how a request to `backend` ended at `now` (breaker, outlier
+    /// detection); nothing to do unless the pool configures either.
+    pub fn record(&self, backend: &Backend, outcome: Outcome, duration_nanos: u64, now: u64) {
+        if self.config.passive_health.is_none() && self.config.circuit_breaker.is_none() {
+            return;
+        }
         let may_eject = self.config.passive_health.as_ref().is_some_and(|p| {
             let cap = ((p.max_ejection_percent / 100.0 * self.backends.len() as f64).floor() as usize).max(1);
             self.backends.iter().filter(|b| b.guards.is_ejected(now)).count() < cap

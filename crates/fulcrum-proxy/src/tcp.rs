@@ -12,12 +12,12 @@ use crate::pool::Pool;
 /// Proxies one client connection to a backend of `pool`.
 pub async fn proxy(mut client: TcpStream, peer: std::net::SocketAddr, pool: &Pool) {
     let key = pool.config.algorithm.uses_key().then(|| crate::hash_key::client_key(peer.ip(), &pool.config));
-    let Some(backend) = pool.pick(key, Some(peer.ip()), &[]) else {
+    let started = crate::clock::now_nanos();
+    let Some(backend) = pool.pick(key, Some(peer.ip()), &[], started) else {
         tracing::warn!(pool = %pool.name, "no backend available for a TCP connection; closing it");
         return;
     };
     let _in_flight = backend.load.start();
-    let started = crate::clock::now_nanos();
     let connected = tokio::time::timeout(pool.timeouts.connect, TcpStream::connect(backend.address)).await;
     let now = crate::clock::now_nanos();
     let took = now - started;
@@ -25,16 +25,16 @@ pub async fn proxy(mut client: TcpStream, peer: std::net::SocketAddr, pool: &Poo
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             backend.load.record_error();
-            pool.record(backend, Outcome::GatewayFailure, took);
+            pool.record(backend, Outcome::GatewayFailure, took, now);
             return tracing::warn!(backend = %backend.address, error = %e, "cannot connect to backend");
         }
         Err(_) => {
             backend.load.record_error();
-            pool.record(backend, Outcome::GatewayFailure, took);
+            pool.record(backend, Outcome::GatewayFailure, took, now);
             return tracing::warn!(backend = %backend.address, "connecting to backend timed out");
         }
     };
-    pool.record(backend, Outcome::Success, took);
+    pool.record(backend, Outcome::Success, took, now);
     backend.load.observe_latency(took, now);
     if let Err(e) = upstream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");

@@ -47,7 +47,7 @@ pub async fn handle(
     let upgrade = headers::is_upgrade(&parts);
     headers::prepare_request(&mut parts, &connection.client, upgrade);
     if upgrade {
-        let Some(backend) = pool.pick(key, Some(client), &[]).map(Arc::clone) else {
+        let Some(backend) = pool.pick(key, Some(client), &[], clock::now_nanos()).map(Arc::clone) else {
             return Ok(respond::no_backend());
         };
         let target = Target::new(&backend, &pool);
@@ -86,29 +86,41 @@ async fn forward(
     };
     let replay = matches!(body, RequestBody::Replay(_));
     pool.record_request();
+    // Retry bookkeeping (tried backends, a copy of the request head) is
+    // only paid for while another attempt is still possible.
+    let mut parts = Some(parts);
     let mut tried = Vec::new();
     let mut retries = 0;
     loop {
-        let Some(backend) = pool.pick(key, Some(client), &tried).map(Arc::clone) else {
+        let retry_possible = replay && policy.is_some_and(|p| retries < p.attempts);
+        let started = clock::now_nanos();
+        let Some(backend) = pool.pick(key, Some(client), &tried, started).map(Arc::clone) else {
             return respond::no_backend();
         };
-        tried.push(backend.id);
+        let head = match (&parts, retry_possible) {
+            (Some(head), true) => {
+                tried.push(backend.id);
+                clone_parts(head)
+            }
+            _ => parts.take().expect("the request head is taken only by the last attempt"),
+        };
         let this_body = match &mut body {
             RequestBody::Replay(bytes) => RequestBody::Replay(bytes.clone()),
             streaming => std::mem::replace(streaming, RequestBody::Replay(None)),
         };
-        let request = Request::from_parts(clone_parts(&parts), this_body);
-        let started = clock::now_nanos();
+        let request = Request::from_parts(head, this_body);
         let attempt = send(pool, &backend, request).await;
-        let took = clock::now_nanos().saturating_sub(started);
+        let now = clock::now_nanos();
+        let took = now.saturating_sub(started);
         let retryable = match &attempt {
             Ok((response, _, _)) => {
+                backend.load.observe_latency(took, now);
                 let status = response.status();
-                pool.record(&backend, outcome_of_status(status), took);
+                pool.record(&backend, outcome_of_status(status), took, now);
                 policy.is_some_and(|p| retry_on_status(p, status))
             }
             Err(error) => {
-                pool.record(&backend, Outcome::GatewayFailure, took);
+                pool.record(&backend, Outcome::GatewayFailure, took, now);
                 policy.is_some_and(|p| retry_on_error(p, error))
             }
         };
@@ -150,13 +162,10 @@ async fn send(
     let target = Target::new(backend, pool);
     let in_flight = backend.load.start();
     let mut sender = upstream::checkout(&target).await?;
-    let started = clock::now_nanos();
     let response = tokio::time::timeout(pool.timeouts.response_header, sender.send_request(request))
         .await
         .map_err(|_| UpstreamError::ResponseTimeout)?
         .map_err(UpstreamError::Send)?;
-    let now = clock::now_nanos();
-    backend.load.observe_latency(now - started, now);
     Ok((response, (sender, target), in_flight))
 }
 
