@@ -285,3 +285,33 @@ async fn maintenance_takes_no_traffic_but_is_still_probed_and_draining_takes_no_
     assert_eq!(get(&client, &format!("http://{listen}/")).await.1, "b");
     assert_eq!(in_flight.await.unwrap(), (200, "a".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_whose_every_circuit_is_open_answers_503_at_once() {
+    let failing = backend(|_request| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut response = text("broken");
+        *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        response
+    })
+    .await;
+    let listen = local(free_port());
+    let config = http_config(
+        listen,
+        "round_robin",
+        &[failing.address],
+        "circuit_breaker = { minimum_calls = 4, window = 4, wait_in_open = \"60s\" }",
+    );
+    let _lb = Fulcrum::start(&config, listen);
+    let client = client();
+    for _ in 0..4 {
+        assert_eq!(get(&client, &format!("http://{listen}/")).await.0, 500);
+    }
+    let started = Instant::now();
+    let response =
+        client.request(Request::get(format!("http://{listen}/")).body(full("")).unwrap()).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert!(started.elapsed() < Duration::from_millis(200), "the 503 must not wait for the slow backend");
+    assert_eq!(failing.hits(), 4);
+}
