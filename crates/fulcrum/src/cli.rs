@@ -31,6 +31,18 @@ pub enum Command {
     Demo,
     /// A small test backend: every path answers 200 with its name, /health answers {"status":"ok"}.
     Backend(BackendArgs),
+    /// Simulate the balancing algorithms over a workload and compare them.
+    Simulate {
+        /// Scenario file (default: the built-in slow-backend scenario, examples/scenarios/slow-backend.toml).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Write charts (SVG) to this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the results as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod demo;
 mod run;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,9 @@ fn main() -> ExitCode {
         cli::Command::Check { config } => check::check(&config),
         cli::Command::Backend(args) => backend::run(args),
         cli::Command::Demo => demo::run(),
+        cli::Command::Simulate { scenario, out, json } => {
+            simulate::run(scenario.as_deref(), out.as_deref(), json)
+        }
     }
 }
 

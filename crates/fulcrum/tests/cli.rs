@@ -55,3 +55,58 @@ fn a_missing_config_file_is_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/f.toml"));
 }
+
+#[test]
+fn simulate_prints_json_results_and_writes_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        "seed = 3\nduration = \"5s\"\ntimeout = \"100ms\"\nalgorithms = [\"round_robin\", \"p2c\"]\n\
+         arrivals = { rate = 200 }\nbackends = { count = 3, service = { distribution = \"exponential\", mean = \"5ms\" } }\n",
+    )
+    .unwrap();
+    let charts = dir.path().join("charts");
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["simulate", "--json", "--scenario"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&charts)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for key in [
+        "algorithm",
+        "requests",
+        "success_rate",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "p999_ms",
+        "max_over_mean_load",
+    ] {
+        assert!(results[0].get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(results[1]["algorithm"], "p2c");
+    for chart in ["latency-cdf.svg", "load-round_robin.svg", "load-p2c.svg"] {
+        let svg = std::fs::read_to_string(charts.join(chart)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{chart}");
+    }
+}
+
+#[test]
+fn simulate_refuses_a_bad_scenario_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, "duration = \"5s\"\narrivals = { rate = 0 }\nbackends = { count = 3, service = { distribution = \"constant\", value = \"1ms\" } }\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["simulate", "--scenario"])
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("arrivals.rate must be above 0"));
+}

@@ -1,0 +1,307 @@
+//! The discrete-event loop for one algorithm. Virtual time in nanoseconds;
+//! events (arrivals, completions, membership changes, the per-second tick)
+//! come off a binary heap in time order, ties broken by insertion order.
+//!
+//! Selection is the proxy's own: `fulcrum_balance::build_selector` over
+//! members whose `Load` the engine updates exactly as the data path does
+//! (in-flight guards from dispatch to completion, latency observed at
+//! completion), so what the simulator shows is what the balancer does.
+//!
+//! Every algorithm sees the same arrivals, keys and service times: they
+//! come from their own seeded streams (common random numbers), so
+//! differences in the results come from the algorithms alone.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+
+use fulcrum_balance::{
+    build_selector, mix64, Algorithm, InFlight, Load, Member, PickContext, Selector, SplitMix64,
+};
+use hdrhistogram::Histogram;
+
+use crate::scenario::Scenario;
+use crate::workload::{next_arrival, rate_at, service_time, Zipf};
+
+const SECOND: u64 = 1_000_000_000;
+/// Keys sampled to measure how many move on a membership change.
+const MOVED_KEY_SAMPLE: u64 = 10_000;
+
+/// What one algorithm did over the scenario.
+#[derive(Debug)]
+pub struct Run {
+    /// The algorithm's config name.
+    pub algorithm: String,
+    /// Requests that arrived.
+    pub requests: u64,
+    /// Requests answered within the client timeout.
+    pub successes: u64,
+    /// Latency of every answered request, microseconds.
+    pub latency_us: Histogram<u64>,
+    /// Requests each backend received.
+    pub per_backend: Vec<u64>,
+    /// Requests each backend received, per simulated second.
+    pub per_second: Vec<Vec<u32>>,
+    /// Share of sampled keys that changed backend at membership changes
+    /// (hashing algorithms; `None` for the others or without changes).
+    pub keys_moved: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Arrival,
+    Completion(usize),
+    Membership(usize),
+    Tick,
+}
+
+struct Request {
+    arrived: u64,
+    dispatched: u64,
+    service: f64,
+    backend: usize,
+    failed: bool,
+    _in_flight: InFlight,
+}
+
+struct Backend {
+    load: Arc<Load>,
+    speed: f64,
+    weight: u32,
+    member: bool,
+    busy: usize,
+    queue: VecDeque<usize>,
+}
+
+struct Engine<'a> {
+    scenario: &'a Scenario,
+    algorithm: Algorithm,
+    backends: Vec<Backend>,
+    selector: Box<dyn Selector>,
+    member_to_backend: Vec<usize>,
+    events: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    sequence: u64,
+    requests: Vec<Option<Request>>,
+    free: Vec<usize>,
+    arrivals_rng: SplitMix64,
+    service_rng: SplitMix64,
+    pick_rng: SplitMix64,
+    keys_rng: SplitMix64,
+    zipf: Option<Zipf>,
+    run: Run,
+    moved: Vec<f64>,
+}
+
+/// Simulates `scenario` under `algorithm`; `progress` gets the simulated
+/// time reached (nanos) now and then.
+pub fn simulate(scenario: &Scenario, algorithm_name: &str, progress: &mut dyn FnMut(u64)) -> Run {
+    let algorithm = Algorithm::from_name(algorithm_name).expect("scenario names were checked");
+    let seed = scenario.seed;
+    let count = scenario.backends.count;
+    let backends = (0..count).map(|i| new_backend(scenario, i)).collect();
+    let seconds = scenario.duration.as_secs() as usize + 1;
+    let mut engine = Engine {
+        scenario,
+        algorithm,
+        backends,
+        selector: build_selector(&Algorithm::RoundRobin, &[]),
+        member_to_backend: Vec::new(),
+        events: BinaryHeap::new(),
+        sequence: 0,
+        requests: Vec::new(),
+        free: Vec::new(),
+        arrivals_rng: SplitMix64::new(mix64(seed ^ 0xA)),
+        service_rng: SplitMix64::new(mix64(seed ^ 0xB)),
+        pick_rng: SplitMix64::new(mix64(seed ^ 0xC)),
+        keys_rng: SplitMix64::new(mix64(seed ^ 0xD)),
+        zipf: scenario.keys.as_ref().map(Zipf::new),
+        run: Run {
+            algorithm: algorithm_name.to_string(),
+            requests: 0,
+            successes: 0,
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+            per_backend: vec![0; count],
+            per_second: vec![vec![0; seconds]; count],
+            keys_moved: None,
+        },
+        moved: Vec::new(),
+    };
+    engine.rebuild();
+    engine.schedule(0, Event::Arrival);
+    engine.schedule(SECOND, Event::Tick);
+    for (i, change) in scenario.membership.iter().enumerate() {
+        engine.schedule(change.at.as_nanos() as u64, Event::Membership(i));
+    }
+    let end = scenario.duration.as_nanos() as u64;
+    while let Some(Reverse((now, _, event))) = engine.events.pop() {
+        match event {
+            Event::Arrival => engine.arrive(now, end),
+            Event::Completion(slot) => engine.complete(slot, now),
+            Event::Membership(i) => engine.change_membership(i, now),
+            Event::Tick => {
+                engine.selector.tick(now);
+                progress(now.min(end));
+                if now < end {
+                    engine.schedule(now + SECOND, Event::Tick);
+                }
+            }
+        }
+    }
+    if !engine.moved.is_empty() {
+        engine.run.keys_moved = Some(engine.moved.iter().sum::<f64>() / engine.moved.len() as f64);
+    }
+    engine.run
+}
+
+fn new_backend(scenario: &Scenario, index: usize) -> Backend {
+    Backend {
+        load: Arc::new(Load::default()),
+        speed: scenario.backends.speed_factors.get(index).copied().unwrap_or(1.0),
+        weight: scenario.backends.weights.get(index).copied().unwrap_or(1).max(1),
+        member: true,
+        busy: 0,
+        queue: VecDeque::new(),
+    }
+}
+
+impl Engine<'_> {
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.sequence += 1;
+        self.events.push(Reverse((at, self.sequence, event)));
+    }
+
+    /// Rebuilds the selector over the current members (as a reload does).
+    fn rebuild(&mut self) {
+        self.member_to_backend = (0..self.backends.len()).filter(|&i| self.backends[i].member).collect();
+        let members: Vec<Member> = self
+            .member_to_backend
+            .iter()
+            .map(|&i| Member {
+                key: format!("backend-{i}"),
+                weight: self.backends[i].weight,
+                load: Arc::clone(&self.backends[i].load),
+            })
+            .collect();
+        self.selector = build_selector(&self.algorithm, &members);
+    }
+
+    fn key(&mut self) -> Option<u64> {
+        match &self.zipf {
+            Some(zipf) => Some(mix64(zipf.sample(&mut self.keys_rng))),
+            None => Some(self.keys_rng.next_u64()),
+        }
+    }
+
+    fn arrive(&mut self, now: u64, end: u64) {
+        let gap = next_arrival(rate_at(&self.scenario.arrivals, now), &mut self.arrivals_rng);
+        if now + gap < end {
+            self.schedule(now + gap, Event::Arrival);
+        }
+        self.run.requests += 1;
+        let key = self.key();
+        let service = service_time(&self.scenario.backends.service, &mut self.service_rng);
+        let mut ctx = PickContext { key, now_nanos: now, rng: &mut self.pick_rng };
+        let Some(member) = self.selector.pick(&mut ctx, &|_| true) else { return };
+        let backend = self.member_to_backend[member];
+        let b = &mut self.backends[backend];
+        self.run.per_backend[backend] += 1;
+        if let Some(second) = self.run.per_second[backend].get_mut((now / SECOND) as usize) {
+            *second += 1;
+        }
+        let request = Request {
+            arrived: now,
+            dispatched: now,
+            service,
+            backend,
+            failed: false,
+            _in_flight: b.load.start(),
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.requests[slot] = Some(request);
+                slot
+            }
+            None => {
+                self.requests.push(Some(request));
+                self.requests.len() - 1
+            }
+        };
+        let limit = self.scenario.backends.concurrency;
+        if limit == 0 || b.busy < limit {
+            self.start_service(slot, now);
+        } else {
+            b.queue.push_back(slot);
+        }
+    }
+
+    /// Begins serving request `slot` on its backend at `now`.
+    fn start_service(&mut self, slot: usize, now: u64) {
+        let request = self.requests[slot].as_mut().expect("a queued request is live");
+        let backend = &mut self.backends[request.backend];
+        backend.busy += 1;
+        let mut took = request.service * backend.speed;
+        let at = std::time::Duration::from_nanos(now);
+        for incident in &self.scenario.incidents {
+            if incident.backend == request.backend && at >= incident.from && at < incident.to {
+                if incident.outage {
+                    request.failed = true;
+                    took = 0.0;
+                } else if let Some(latency) = incident.latency {
+                    took = latency.as_nanos() as f64;
+                } else if let Some(factor) = incident.slowdown {
+                    took *= factor;
+                }
+            }
+        }
+        self.schedule(now + took as u64, Event::Completion(slot));
+    }
+
+    fn complete(&mut self, slot: usize, now: u64) {
+        let request = self.requests[slot].take().expect("a completion belongs to a live request");
+        self.free.push(slot);
+        let latency = now - request.arrived;
+        let backend = &mut self.backends[request.backend];
+        backend.busy -= 1;
+        if !request.failed {
+            backend.load.observe_latency(now - request.dispatched, now);
+            let _ = self.run.latency_us.record((latency / 1000).max(1));
+            if self.scenario.timeout.is_none_or(|t| latency <= t.as_nanos() as u64) {
+                self.run.successes += 1;
+            }
+        }
+        if let Some(next) = backend.queue.pop_front() {
+            self.start_service(next, now);
+        }
+    }
+
+    fn change_membership(&mut self, index: usize, _now: u64) {
+        let change = &self.scenario.membership[index];
+        let before: Vec<usize> = self.placements();
+        if let Some(removed) = change.remove {
+            self.backends[removed].member = false;
+        }
+        for _ in 0..change.add.unwrap_or(0) {
+            let index = self.backends.len();
+            self.backends.push(new_backend(self.scenario, index));
+            self.run.per_backend.push(0);
+            self.run.per_second.push(vec![0; self.run.per_second[0].len()]);
+        }
+        self.rebuild();
+        if self.algorithm.uses_key() {
+            let after = self.placements();
+            let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+            self.moved.push(moved as f64 / before.len() as f64);
+        }
+    }
+
+    /// Where a fixed sample of keys goes now (backend indices).
+    fn placements(&self) -> Vec<usize> {
+        let mut rng = SplitMix64::new(0);
+        (0..MOVED_KEY_SAMPLE)
+            .map(|k| {
+                let mut ctx = PickContext { key: Some(mix64(k)), now_nanos: 0, rng: &mut rng };
+                self.selector.pick(&mut ctx, &|_| true).map_or(usize::MAX, |m| self.member_to_backend[m])
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,271 @@
+//! Scenario files (TOML): the workload, the backends and their incidents,
+//! and the algorithms to compare. Unknown keys are errors; durations have
+//! units.
+
+use std::time::Duration;
+
+use fulcrum_balance::Algorithm;
+use serde::Deserialize;
+
+/// A whole scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Seed of every random draw (default 1): the same seed gives the same output.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Simulated time (arrivals stop then; requests in flight still finish).
+    #[serde(with = "humantime_serde_compat")]
+    pub duration: Duration,
+    /// A request slower than this failed for its client (default: none).
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub timeout: Option<Duration>,
+    /// How requests arrive.
+    pub arrivals: Arrivals,
+    /// The backends.
+    pub backends: Backends,
+    /// Request keys for the hashing algorithms (default: every request distinct).
+    pub keys: Option<Keys>,
+    /// Slow-downs and outages in time windows.
+    #[serde(default)]
+    pub incidents: Vec<Incident>,
+    /// Backends removed or added at given times.
+    #[serde(default)]
+    pub membership: Vec<MembershipChange>,
+    /// Algorithms to compare, by config name (default: all of them).
+    pub algorithms: Option<Vec<String>>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+/// Poisson arrivals at `rate` per second, changed by ramps and spikes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arrivals {
+    /// Requests per second.
+    pub rate: f64,
+    /// Linear changes of the rate.
+    #[serde(default)]
+    pub ramps: Vec<Ramp>,
+    /// Windows where the rate is multiplied.
+    #[serde(default)]
+    pub spikes: Vec<Spike>,
+}
+
+/// The rate moves linearly from `from_rate` to `to_rate` between `from` and `to`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ramp {
+    /// Start of the ramp.
+    #[serde(with = "humantime_serde_compat")]
+    pub from: Duration,
+    /// End of the ramp; the rate stays at `to_rate` after it.
+    #[serde(with = "humantime_serde_compat")]
+    pub to: Duration,
+    /// Rate at `from`.
+    pub from_rate: f64,
+    /// Rate at `to`.
+    pub to_rate: f64,
+}
+
+/// The rate is multiplied by `factor` between `from` and `to`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spike {
+    /// Start.
+    #[serde(with = "humantime_serde_compat")]
+    pub from: Duration,
+    /// End.
+    #[serde(with = "humantime_serde_compat")]
+    pub to: Duration,
+    /// Multiplier of the rate.
+    pub factor: f64,
+}
+
+/// The backends and how long they take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backends {
+    /// How many.
+    pub count: usize,
+    /// Service-time distribution.
+    pub service: Service,
+    /// Per-backend multipliers of the service time (missing ones are 1.0).
+    #[serde(default)]
+    pub speed_factors: Vec<f64>,
+    /// Per-backend weights for the weighted algorithms (missing ones are 1).
+    #[serde(default)]
+    pub weights: Vec<u32>,
+    /// Requests a backend serves at once; more wait in its queue (0 = no limit, the default).
+    #[serde(default)]
+    pub concurrency: usize,
+}
+
+/// A service-time distribution.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "distribution", rename_all = "lowercase")]
+pub enum Service {
+    /// Always `value`.
+    Constant {
+        /// The service time.
+        #[serde(with = "humantime_serde_compat")]
+        value: Duration,
+    },
+    /// Exponential with mean `mean`.
+    Exponential {
+        /// The mean service time.
+        #[serde(with = "humantime_serde_compat")]
+        mean: Duration,
+    },
+    /// Log-normal with median `median` and standard deviation about `sigma`
+    /// (shape σ = sigma / median, accurate for small ratios).
+    Lognormal {
+        /// The median service time.
+        #[serde(with = "humantime_serde_compat")]
+        median: Duration,
+        /// About the standard deviation.
+        #[serde(with = "humantime_serde_compat")]
+        sigma: Duration,
+    },
+}
+
+/// Zipf-distributed request keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// Distinct keys.
+    pub count: usize,
+    /// Zipf exponent (1.0 is classic; higher is more skewed).
+    pub exponent: f64,
+}
+
+/// A backend behaving differently for a while.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incident {
+    /// Which backend (0-based).
+    pub backend: usize,
+    /// Start.
+    #[serde(with = "humantime_serde_compat")]
+    pub from: Duration,
+    /// End.
+    #[serde(with = "humantime_serde_compat")]
+    pub to: Duration,
+    /// Every request takes exactly this long.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub latency: Option<Duration>,
+    /// Service times are multiplied by this.
+    pub slowdown: Option<f64>,
+    /// Requests fail at once (connection refused).
+    #[serde(default)]
+    pub outage: bool,
+}
+
+/// A membership change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipChange {
+    /// When.
+    #[serde(with = "humantime_serde_compat")]
+    pub at: Duration,
+    /// Remove this backend (0-based, as numbered at the start).
+    pub remove: Option<usize>,
+    /// Add this many new backends (same service distribution).
+    pub add: Option<usize>,
+}
+
+/// Why a scenario cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// TOML or field errors.
+    #[error("{0}")]
+    Parse(String),
+    /// Values that parse but make no sense.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Scenario {
+    /// Parses and checks a scenario file's text.
+    pub fn parse(text: &str) -> Result<Self, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        scenario.check()?;
+        Ok(scenario)
+    }
+
+    fn check(&self) -> Result<(), ScenarioError> {
+        let invalid = |m: String| Err(ScenarioError::Invalid(m));
+        if self.backends.count == 0 {
+            return invalid("backends.count must be at least 1".into());
+        }
+        if !self.arrivals.rate.is_finite() || self.arrivals.rate <= 0.0 {
+            return invalid("arrivals.rate must be above 0".into());
+        }
+        if self.duration.is_zero() {
+            return invalid("duration must be above 0".into());
+        }
+        for (i, incident) in self.incidents.iter().enumerate() {
+            if incident.backend >= self.backends.count {
+                return invalid(format!(
+                    "incidents[{i}].backend: there are only {} backends",
+                    self.backends.count
+                ));
+            }
+        }
+        for (i, change) in self.membership.iter().enumerate() {
+            if change.remove.is_some_and(|r| r >= self.backends.count) {
+                return invalid(format!(
+                    "membership[{i}].remove: there are only {} backends",
+                    self.backends.count
+                ));
+            }
+        }
+        if let Some(keys) = &self.keys {
+            if keys.count == 0
+                || keys.count > 10_000_000
+                || !keys.exponent.is_finite()
+                || keys.exponent <= 0.0
+            {
+                return invalid("keys.count must be 1..=10000000 and keys.exponent above 0".into());
+            }
+        }
+        for name in self.algorithm_names() {
+            if Algorithm::from_name(&name).is_none() {
+                return invalid(format!(
+                    "unknown algorithm `{name}`; expected one of {}",
+                    Algorithm::NAMES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The algorithms to compare.
+    pub fn algorithm_names(&self) -> Vec<String> {
+        self.algorithms.clone().unwrap_or_else(|| Algorithm::NAMES.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+/// Durations as humantime strings (`"250ms"`), for serde.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"250ms\""))
+        })
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The simulator against known answers: Linkerd's slow-backend experiment,
+//! an M/M/1 queue, determinism, and key movement on membership changes.
+
+use fulcrum_sim::{report, run_all, simulate, Scenario};
+
+const SLOW_BACKEND: &str = include_str!("../../../examples/scenarios/slow-backend.toml");
+
+#[test]
+fn the_slow_backend_experiment_reproduces_beyond_round_robin() {
+    let scenario = Scenario::parse(SLOW_BACKEND).unwrap();
+    let rows = report(&run_all(&scenario, &mut |_, _| {})).results;
+    let row = |name: &str| rows.iter().find(|r| r.algorithm == name).unwrap().clone();
+    let (rr, lc, p2c) = (row("round_robin"), row("least_connections"), row("p2c"));
+    eprintln!("{}", report(&run_all(&scenario, &mut |_, _| {})).table());
+    // 1/11 of the traffic for half the run goes to the 2 s backend.
+    assert!((rr.success_rate * 100.0 - 95.45).abs() <= 0.5, "round robin {:.2}%", rr.success_rate * 100.0);
+    assert!(p2c.success_rate >= 0.995, "p2c {:.2}%", p2c.success_rate * 100.0);
+    assert!(
+        rr.p99_ms > lc.p99_ms && lc.p99_ms > p2c.p99_ms,
+        "p99: rr {} lc {} p2c {}",
+        rr.p99_ms,
+        lc.p99_ms,
+        p2c.p99_ms
+    );
+    assert!((rr.requests as f64 - 60_000.0).abs() < 1_000.0, "{} requests", rr.requests);
+}
+
+#[test]
+fn an_mm1_queue_at_half_load_spends_twice_the_service_time_in_the_system() {
+    let scenario = Scenario::parse(
+        r#"
+        seed = 5
+        duration = "4000s"
+        algorithms = ["round_robin"]
+        arrivals = { rate = 50 }
+        backends = { count = 1, concurrency = 1, service = { distribution = "exponential", mean = "10ms" } }
+        "#,
+    )
+    .unwrap();
+    let run = simulate(&scenario, "round_robin", &mut |_| {});
+    let mean_ms = run.latency_us.mean() / 1000.0;
+    assert!(run.requests > 190_000);
+    assert!((mean_ms - 20.0).abs() < 0.6, "mean time in system {mean_ms:.2} ms, M/M/1 says 20 ms");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_output_and_another_seed_does_not() {
+    let text = include_str!("../../../examples/scenarios/hot-keys.toml")
+        .replace("duration = \"60s\"", "duration = \"10s\"");
+    let json = |text: &str| report(&run_all(&Scenario::parse(text).unwrap(), &mut |_, _| {})).json();
+    assert_eq!(json(&text), json(&text));
+    assert_ne!(json(&text), json(&text.replace("seed = 7", "seed = 8")));
+}
+
+#[test]
+fn removing_one_of_twenty_backends_moves_about_a_twentieth_of_the_keys_under_consistent_hashing() {
+    let text = include_str!("../../../examples/scenarios/hot-keys.toml")
+        .replace("duration = \"60s\"", "duration = \"40s\"")
+        .replace("algorithms = [", "algorithms = [\"consistent_hash\", \"maglev\"] # [");
+    let scenario = Scenario::parse(&text).unwrap();
+    for run in run_all(&scenario, &mut |_, _| {}) {
+        let moved = run.keys_moved.unwrap();
+        assert!(moved > 0.03 && moved < 0.07, "{}: {:.1}% of keys moved", run.algorithm, moved * 100.0);
+    }
+}
+
+#[test]
+fn invalid_scenarios_say_what_is_wrong() {
+    let error = Scenario::parse("duration = \"10s\"\narrivals = { rate = 1 }\nbackends = { count = 2, service = { distribution = \"constant\", value = \"1ms\" } }\nalgorithms = [\"fastest\"]\n")
+        .unwrap_err();
+    assert!(error.to_string().contains("unknown algorithm `fastest`"), "{error}");
+    let error = Scenario::parse("duration = \"10\"\narrivals = { rate = 1 }\nbackends = { count = 2, service = { distribution = \"constant\", value = \"1ms\" } }\n").unwrap_err();
+    assert!(error.to_string().contains("is not a duration"), "{error}");
+}
