@@ -98,3 +98,32 @@ async fn an_added_backend_ramps_up_over_slow_start() {
     let late = tally(&client, listen, 100).await;
     assert_eq!(late.get("new"), Some(&50), "{late:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_fails_over_to_priority_one_and_spills_out_of_a_dead_zone() {
+    let [backup, remote] = [named_backend("backup").await, named_backend("remote").await];
+    let dead = local(free_port());
+    let (listen, zoned) = (local(free_port()), local(free_port()));
+    let check =
+        "health_check = { path = \"/\", interval = \"100ms\", timeout = \"100ms\", fall = 1, rise = 1 }";
+    let config = format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"{listen}\"\npool = \"prio\"\n\
+         [[listeners]]\nname = \"zoned\"\nlisten = \"{zoned}\"\npool = \"zone\"\n\
+         [pools.prio]\n{check}\nbackends = [{{ address = \"{dead}\" }}, {{ address = \"{}\", priority = 1 }}]\n\
+         [pools.zone]\n{check}\nlocality = {{ zone = \"z1\" }}\n\
+         backends = [{{ address = \"{dead}\", zone = \"z1\" }}, {{ address = \"{}\", zone = \"z2\" }}]\n",
+        backup.address, remote.address
+    );
+    let lb = Fulcrum::start(&config, zoned);
+    // Once the probes mark the priority-0 / local backend down, the
+    // fallback level and the remote zone take everything.
+    lb.wait_for_log("backend is down");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lb.log().matches("backend is down").count() < 2 {
+        assert!(Instant::now() < deadline, "both pools' dead backend should be marked down:\n{}", lb.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = client();
+    assert_eq!(tally(&client, listen, 20).await, HashMap::from([("backup".to_string(), 20)]));
+    assert_eq!(tally(&client, zoned, 20).await, HashMap::from([("remote".to_string(), 20)]));
+}
