@@ -1,6 +1,17 @@
-//! Fulcrum's admin listener: `/health`, the `/stats` JSON snapshot and a
-//! small live page at `/`. With a token configured every route but
-//! `/health` needs `Authorization: Bearer TOKEN` (or `?token=` for the page).
+//! Fulcrum's admin listener: health, `/stats`, the live page, and the
+//! `/api/v1` routes that let an operator see and change pools at runtime.
+//! With a token configured every route but `/health` needs
+//! `Authorization: Bearer TOKEN` (or `?token=` for the page). Errors are
+//! `{"error": "..."}` with a 4xx/5xx status.
+//!
+//! What a change means (validation, persistence, applying it to the
+//! running proxy) is the [`Control`] implementation's business; this crate
+//! only speaks HTTP and JSON.
+
+mod api;
+mod control;
+
+pub use control::{ApiError, BackendUpdate, Control, NewBackend};
 
 use std::sync::Arc;
 
@@ -8,15 +19,14 @@ use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use fulcrum_proxy::Proxy;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct AdminState {
-    proxy: Arc<Proxy>,
+    control: Arc<dyn Control>,
     token: Option<Arc<str>>,
 }
 
@@ -25,11 +35,11 @@ struct AdminState {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     token: Option<String>,
-    proxy: Arc<Proxy>,
+    control: Arc<dyn Control>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "admin API listening");
-    let state = AdminState { proxy, token: token.map(Arc::from) };
+    let state = AdminState { control, token: token.map(Arc::from) };
     axum::serve(listener, router(state)).with_graceful_shutdown(stop.cancelled_owned()).await?;
     Ok(())
 }
@@ -37,9 +47,19 @@ pub async fn serve(
 fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/", get(page))
-        .route("/stats", get(stats))
+        .route("/stats", get(api::stats))
+        .route("/api/v1/pools", get(api::pools))
+        .route("/api/v1/pools/{pool}/backends", post(api::add_backend))
+        .route("/api/v1/pools/{pool}/backends/{id}", patch(api::update_backend).delete(api::remove_backend))
+        .route("/api/v1/reload", post(api::reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new().route("/health", get(health)).merge(protected).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "no such route; see the README's admin API")
+        })
+        .with_state(state)
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,17 +82,12 @@ async fn require_token(
     if bearer == Some(&**token) || query.token.as_deref() == Some(&**token) {
         next.run(request).await
     } else {
-        (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "missing or wrong bearer token"})))
-            .into_response()
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
     }
 }
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
-}
-
-async fn stats(State(state): State<AdminState>) -> Json<fulcrum_proxy::Stats> {
-    Json(state.proxy.stats())
 }
 
 async fn page() -> Html<&'static str> {

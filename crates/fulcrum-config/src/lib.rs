@@ -13,6 +13,7 @@ mod error;
 mod file;
 mod model;
 mod resilience;
+mod runtime;
 mod span;
 mod validate;
 
@@ -21,6 +22,7 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use resilience::{CircuitBreaker, HealthCheck, PassiveHealth, ProbeKind, Retries, RetryOn};
+pub use runtime::{AddedBackend, BackendChange, Overlay, PoolOverlay};
 
 use std::path::Path;
 

@@ -195,6 +195,7 @@ impl Proxy {
                         .backends
                         .iter()
                         .map(|b| BackendStats {
+                            id: b.address.to_string(),
                             address: b.address.to_string(),
                             weight: b.weight,
                             zone: b.zone.clone(),

@@ -24,6 +24,8 @@ pub struct PoolStats {
 /// One backend's counters.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendStats {
+    /// The backend's id in the admin API (its address, unique in a pool).
+    pub id: String,
     /// `IP:port`.
     pub address: String,
     /// Configured weight.

@@ -66,7 +66,8 @@ async fn demo() -> anyhow::Result<()> {
     let config = fulcrum_config::parse(&config_text(), "demo", Path::new("."))
         .map_err(|e| anyhow::anyhow!("the demo config is invalid: {e}"))?;
     let graceful_timeout = config.server.graceful_timeout;
-    let (proxy, admin_stop) = crate::run::start(config).await?;
+    let (_controller, proxy, admin_stop) =
+        crate::run::start(None, config.clone(), fulcrum_config::Overlay::default(), config).await?;
 
     println!("Fulcrum demo is running.\n");
     println!("  balancer   http://{BALANCER}/      (round_robin over {} backends)", BACKENDS.len());

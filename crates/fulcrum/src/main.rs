@@ -5,6 +5,7 @@
 mod backend;
 mod check;
 mod cli;
+mod control;
 mod demo;
 mod run;
 mod simulate;

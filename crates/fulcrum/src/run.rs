@@ -7,22 +7,33 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use fulcrum_config::Config;
+use fulcrum_admin::Control;
+use fulcrum_config::{Config, Overlay};
 use fulcrum_proxy::Proxy;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+use crate::control::Controller;
+
 /// Runs the balancer from `path`.
 pub fn run(path: &Path) -> ExitCode {
-    let config = match fulcrum_config::load(path) {
+    let file_config = match fulcrum_config::load(path) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
             return ExitCode::from(2);
         }
     };
-    match runtime(config.server.worker_threads).and_then(|rt| rt.block_on(serve(path.to_path_buf(), config)))
-    {
+    let (config, overlay) = match Controller::load(Some(path.to_path_buf()), file_config.clone()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("fulcrum: the runtime changes saved beside the config cannot be read: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let served = runtime(config.server.worker_threads)
+        .and_then(|rt| rt.block_on(serve(path.to_path_buf(), file_config, overlay, config)));
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => crate::runtime_failure(&e),
     }
@@ -43,16 +54,20 @@ pub fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime>
     builder.enable_all().build().context("cannot start the async runtime")
 }
 
-/// Serves `config` until a stop signal; `path` is re-read on SIGHUP.
-pub async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
+/// Serves until a stop signal; SIGHUP re-reads `path` (runtime changes stay
+/// layered over it).
+async fn serve(path: PathBuf, file_config: Config, overlay: Overlay, config: Config) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let graceful_timeout = config.server.graceful_timeout;
-    let (proxy, admin_stop) = start(config).await?;
+    let (controller, proxy, admin_stop) = start(Some(path.clone()), file_config, overlay, config).await?;
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&path, &proxy),
+            _ = hangup.recv() => {
+                tracing::info!(config = %path.display(), "SIGHUP: reloading");
+                log_reload(controller.reload());
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -68,40 +83,41 @@ pub async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the proxy and, when configured, the admin API.
-pub async fn start(config: Config) -> anyhow::Result<(Arc<Proxy>, CancellationToken)> {
+/// Starts the proxy on `config` (the file's config with `overlay` applied)
+/// and, when configured, the admin API.
+pub async fn start(
+    path: Option<PathBuf>,
+    file_config: Config,
+    overlay: Overlay,
+    config: Config,
+) -> anyhow::Result<(Controller, Arc<Proxy>, CancellationToken)> {
     let admin = config.admin.clone();
     let proxy = Proxy::start(config)?;
+    let controller = Controller::new(path, file_config, overlay, Arc::clone(&proxy));
     let admin_stop = CancellationToken::new();
     if let Some(admin) = admin {
-        let (proxy, stop) = (Arc::clone(&proxy), admin_stop.clone());
+        let (control, stop) =
+            (Arc::new(controller.clone()) as Arc<dyn fulcrum_admin::Control>, admin_stop.clone());
         let listener = tokio::net::TcpListener::bind(admin.listen)
             .await
             .with_context(|| format!("admin API cannot listen on {}", admin.listen))?;
         tokio::spawn(async move {
-            if let Err(e) = fulcrum_admin::serve(listener, admin.token, proxy, stop).await {
+            if let Err(e) = fulcrum_admin::serve(listener, admin.token, control, stop).await {
                 tracing::error!(error = %e, "admin API stopped");
             }
         });
     }
-    Ok((proxy, admin_stop))
+    Ok((controller, proxy, admin_stop))
 }
 
-fn reload(path: &Path, proxy: &Proxy) {
-    tracing::info!(config = %path.display(), "SIGHUP: reloading");
-    let config = match fulcrum_config::load(path) {
-        Ok(config) => config,
-        Err(errors) => {
-            return tracing::error!("reload refused, the running config stays:\n{errors}");
-        }
-    };
-    match proxy.reload(config) {
+fn log_reload(result: Result<Vec<String>, Vec<String>>) {
+    match result {
         Ok(changes) if changes.is_empty() => tracing::info!("reload applied: nothing changed"),
         Ok(changes) => {
             for change in changes {
                 tracing::info!("reload applied: {change}");
             }
         }
-        Err(e) => tracing::error!("reload failed, the running config stays: {e:#}"),
+        Err(errors) => tracing::error!("reload refused, the running config stays:\n{}", errors.join("\n")),
     }
 }

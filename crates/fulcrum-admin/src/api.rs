@@ -1,0 +1,63 @@
+//! The `/stats` and `/api/v1` handlers: JSON in, JSON out.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::{AdminState, ApiError, BackendUpdate, NewBackend};
+
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    payload
+        .map(|Json(value)| value)
+        .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))
+}
+
+pub async fn stats(State(state): State<AdminState>) -> Response {
+    Json(state.control.stats()).into_response()
+}
+
+pub async fn pools(State(state): State<AdminState>) -> Response {
+    Json(state.control.stats()).into_response()
+}
+
+pub async fn add_backend(
+    State(state): State<AdminState>,
+    Path(pool): Path<String>,
+    payload: Result<Json<NewBackend>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let backend = state.control.add_backend(&pool, body(payload)?)?;
+    Ok((StatusCode::CREATED, Json(backend)).into_response())
+}
+
+pub async fn update_backend(
+    State(state): State<AdminState>,
+    Path((pool, id)): Path<(String, String)>,
+    payload: Result<Json<BackendUpdate>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let update = body(payload)?;
+    if update.weight.is_none() && update.state.is_none() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "give `weight` and/or `state`"));
+    }
+    Ok(Json(state.control.update_backend(&pool, &id, update)?).into_response())
+}
+
+pub async fn remove_backend(
+    State(state): State<AdminState>,
+    Path((pool, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let backend = state.control.remove_backend(&pool, &id)?;
+    Ok((StatusCode::ACCEPTED, Json(backend)).into_response())
+}
+
+pub async fn reload(State(state): State<AdminState>) -> Response {
+    match state.control.reload() {
+        Ok(changes) => Json(serde_json::json!({ "changes": changes })).into_response(),
+        Err(errors) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": "the config has errors; the running config stays", "errors": errors })),
+        )
+            .into_response(),
+    }
+}

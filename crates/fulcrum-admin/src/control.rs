@@ -1,0 +1,67 @@
+//! What the admin API asks of the running balancer, and its errors.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use fulcrum_proxy::{BackendStats, Stats};
+use serde::Deserialize;
+
+/// An error answered as `{"error": message}` with `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// `POST /api/v1/pools/{pool}/backends`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBackend {
+    /// `IP:port`.
+    pub address: String,
+    /// Weight (default 1).
+    pub weight: Option<u32>,
+    /// Zone.
+    pub zone: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+}
+
+/// `PATCH /api/v1/pools/{pool}/backends/{id}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendUpdate {
+    /// New weight.
+    pub weight: Option<u32>,
+    /// New state: `active`, `draining` or `maintenance`.
+    pub state: Option<String>,
+}
+
+/// The balancer as the admin API steers it.
+pub trait Control: Send + Sync + 'static {
+    /// Every pool and backend.
+    fn stats(&self) -> Stats;
+    /// Adds a backend to a running pool; returns it.
+    fn add_backend(&self, pool: &str, backend: NewBackend) -> Result<BackendStats, ApiError>;
+    /// Changes a backend's weight and/or state; returns it.
+    fn update_backend(&self, pool: &str, id: &str, update: BackendUpdate) -> Result<BackendStats, ApiError>;
+    /// Drains a backend, then removes it once its requests have finished.
+    fn remove_backend(&self, pool: &str, id: &str) -> Result<BackendStats, ApiError>;
+    /// Reloads the config file: what changed, or every error (the running config stays).
+    fn reload(&self) -> Result<Vec<String>, Vec<String>>;
+}

@@ -1,0 +1,224 @@
+//! Changes an operator made at runtime (through the admin API), kept apart
+//! from the config file and layered over it: backends added, removed or
+//! re-weighted, and operator states. The overlay is persisted next to the
+//! config as JSON (atomically: write, fsync, rename, fsync the directory)
+//! and re-applied on every start and reload, so nothing an operator did is
+//! silently lost.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Backend, BackendState, Config};
+
+/// Runtime changes to one pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolOverlay {
+    /// Backends added through the API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<AddedBackend>,
+    /// Backends removed through the API (by address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<SocketAddr>,
+    /// Weight and state changes, by address.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub changed: BTreeMap<SocketAddr, BackendChange>,
+}
+
+/// A backend added at runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddedBackend {
+    /// `IP:port`.
+    pub address: SocketAddr,
+    /// Relative capacity.
+    pub weight: u32,
+    /// Zone, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Region, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+/// A weight and/or state override.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendChange {
+    /// New weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// New state: `active`, `draining` or `maintenance`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// Every runtime change, by pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overlay {
+    /// Changes per pool name.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolOverlay>,
+}
+
+impl Overlay {
+    /// Where the overlay of the config at `config` is kept: `FILE.runtime.json` beside it.
+    pub fn path_for(config: &Path) -> PathBuf {
+        let mut name = config.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".runtime.json");
+        config.with_file_name(name)
+    }
+
+    /// Reads the overlay at `path`; a missing file is an empty overlay.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// Writes the overlay to `path` atomically and durably.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let temporary = path.with_extension("json.tmp");
+        {
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(serde_json::to_string_pretty(self).expect("an overlay serializes").as_bytes())?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temporary, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// `config` with the overlay applied. Changes for pools or backends the
+    /// file no longer has are skipped and reported as warnings.
+    pub fn apply(&self, mut config: Config) -> (Config, Vec<String>) {
+        let mut warnings = Vec::new();
+        for (name, overlay) in &self.pools {
+            let Some(pool) = config.pools.get_mut(name) else {
+                warnings
+                    .push(format!("runtime changes for pool `{name}` skipped: the config has no such pool"));
+                continue;
+            };
+            pool.backends.retain(|b| !overlay.removed.contains(&b.address));
+            for added in &overlay.added {
+                if !pool.backends.iter().any(|b| b.address == added.address) {
+                    pool.backends.push(Backend {
+                        address: added.address,
+                        weight: added.weight,
+                        zone: added.zone.clone(),
+                        region: added.region.clone(),
+                        priority: 0,
+                        state: BackendState::Active,
+                    });
+                }
+            }
+            for (address, change) in &overlay.changed {
+                let Some(backend) = pool.backends.iter_mut().find(|b| b.address == *address) else {
+                    warnings.push(format!(
+                        "runtime change for {address} in pool `{name}` skipped: no such backend"
+                    ));
+                    continue;
+                };
+                if let Some(weight) = change.weight {
+                    backend.weight = weight;
+                }
+                if let Some(state) = change.state.as_deref().and_then(BackendState::parse) {
+                    backend.state = state;
+                }
+            }
+        }
+        (config, warnings)
+    }
+
+    /// Records an added backend (undoing an earlier removal of it).
+    pub fn add(&mut self, pool: &str, backend: AddedBackend) {
+        let overlay = self.pools.entry(pool.to_string()).or_default();
+        overlay.removed.retain(|a| *a != backend.address);
+        overlay.added.retain(|b| b.address != backend.address);
+        overlay.changed.remove(&backend.address);
+        overlay.added.push(backend);
+    }
+
+    /// Records a weight and/or state change.
+    pub fn change(&mut self, pool: &str, address: SocketAddr, change: BackendChange) {
+        let entry = self.pools.entry(pool.to_string()).or_default().changed.entry(address).or_default();
+        if change.weight.is_some() {
+            entry.weight = change.weight;
+        }
+        if change.state.is_some() {
+            entry.state = change.state;
+        }
+    }
+
+    /// Records a removal.
+    pub fn remove(&mut self, pool: &str, address: SocketAddr) {
+        let overlay = self.pools.entry(pool.to_string()).or_default();
+        overlay.changed.remove(&address);
+        let was_added = overlay.added.iter().any(|b| b.address == address);
+        overlay.added.retain(|b| b.address != address);
+        if !was_added && !overlay.removed.contains(&address) {
+            overlay.removed.push(address);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        crate::parse(
+            "[pools.app]\nbackends = [{ address = \"127.0.0.1:1\" }, { address = \"127.0.0.1:2\" }]\n",
+            "t",
+            Path::new("."),
+        )
+        .unwrap()
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn changes_layer_over_the_file_and_round_trip_through_disk() {
+        let mut overlay = Overlay::default();
+        overlay.add("app", AddedBackend { address: addr(3), weight: 5, zone: None, region: None });
+        overlay.change("app", addr(1), BackendChange { weight: Some(9), state: Some("draining".into()) });
+        overlay.remove("app", addr(2));
+        let (config, warnings) = overlay.apply(config());
+        assert!(warnings.is_empty());
+        let backends = &config.pools["app"].backends;
+        assert_eq!(backends.iter().map(|b| b.address.port()).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!((backends[0].weight, backends[0].state), (9, BackendState::Draining));
+        assert_eq!(backends[1].weight, 5);
+
+        let dir = std::env::temp_dir().join(format!("fulcrum-overlay-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = Overlay::path_for(&dir.join("fulcrum.toml"));
+        assert!(path.ends_with("fulcrum.toml.runtime.json"));
+        overlay.save(&path).unwrap();
+        assert_eq!(Overlay::load(&path).unwrap(), overlay);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn removing_an_added_backend_forgets_it_and_stale_changes_are_reported() {
+        let mut overlay = Overlay::default();
+        overlay.add("app", AddedBackend { address: addr(3), weight: 1, zone: None, region: None });
+        overlay.remove("app", addr(3));
+        assert_eq!(overlay.pools["app"], PoolOverlay::default());
+        overlay.change("gone", addr(1), BackendChange { weight: Some(2), state: None });
+        overlay.change("app", addr(7), BackendChange { weight: Some(2), state: None });
+        let (_, warnings) = overlay.apply(config());
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+    }
+}

@@ -1,0 +1,222 @@
+//! The running balancer as the admin API and signals steer it: the config
+//! file, the operator's runtime changes layered over it (persisted next to
+//! the file), and the proxy they are applied to. Every change — an API
+//! call, SIGHUP, `POST /api/v1/reload` — goes through one path: compute the
+//! effective config, apply it to the proxy as a diff, then persist.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use fulcrum_admin::{ApiError, BackendUpdate, Control, NewBackend};
+use fulcrum_config::{AddedBackend, BackendChange, BackendState, Config, Overlay, MAX_WEIGHT};
+use fulcrum_proxy::{BackendStats, Proxy, Stats};
+use http::StatusCode;
+
+/// Shared by the admin API, the signal loop and drain tasks.
+#[derive(Clone)]
+pub struct Controller(Arc<Inner>);
+
+struct Inner {
+    /// The config file, when there is one (the demo has none).
+    config_path: Option<PathBuf>,
+    proxy: Arc<Proxy>,
+    graceful_timeout: Duration,
+    state: Mutex<State>,
+}
+
+struct State {
+    file_config: Config,
+    overlay: Overlay,
+}
+
+impl Controller {
+    /// Starts with `file_config` (as read from `config_path`) and the
+    /// runtime changes persisted beside it, returning the effective config
+    /// the proxy should start with.
+    pub fn load(config_path: Option<PathBuf>, file_config: Config) -> Result<(Config, Overlay), String> {
+        let overlay = match &config_path {
+            Some(path) => Overlay::load(&Overlay::path_for(path))?,
+            None => Overlay::default(),
+        };
+        let (effective, warnings) = overlay.apply(file_config);
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok((effective, overlay))
+    }
+
+    /// A controller for a proxy started from `file_config` + `overlay`.
+    pub fn new(
+        config_path: Option<PathBuf>,
+        file_config: Config,
+        overlay: Overlay,
+        proxy: Arc<Proxy>,
+    ) -> Self {
+        let graceful_timeout = file_config.server.graceful_timeout;
+        Self(Arc::new(Inner {
+            config_path,
+            proxy,
+            graceful_timeout,
+            state: Mutex::new(State { file_config, overlay }),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `overlay` over the file config; persists it once applied. On
+    /// any failure nothing changes.
+    fn commit(&self, state: &mut State, overlay: Overlay) -> Result<(), ApiError> {
+        let (effective, warnings) = overlay.apply(state.file_config.clone());
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        let previous = overlay_config(state);
+        self.0.proxy.reload(effective).map_err(|e| internal(format!("cannot apply the change: {e:#}")))?;
+        if let Some(path) = &self.0.config_path {
+            if let Err(e) = overlay.save(&Overlay::path_for(path)) {
+                // Persisting failed: undo, so what runs is what is on disk.
+                let _ = self.0.proxy.reload(previous);
+                return Err(internal(format!("cannot persist the change next to {}: {e}", path.display())));
+            }
+        }
+        state.overlay = overlay;
+        Ok(())
+    }
+
+    fn backend(&self, pool: &str, id: &str) -> Result<BackendStats, ApiError> {
+        let stats = self.0.proxy.stats();
+        let pool_stats = stats
+            .pools
+            .iter()
+            .find(|p| p.name == pool)
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no pool named `{pool}`")))?;
+        pool_stats.backends.iter().find(|b| b.id == id).cloned().ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("pool `{pool}` has no backend `{id}`"))
+        })
+    }
+
+    /// Waits (up to the graceful timeout) for a draining backend's requests
+    /// to finish, then removes it.
+    fn finish_removal(&self, pool: String, address: SocketAddr) {
+        let controller = self.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + controller.0.graceful_timeout;
+            let id = address.to_string();
+            while Instant::now() < deadline {
+                match controller.backend(&pool, &id) {
+                    Ok(b) if b.active_requests > 0 => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Ok(_) => break,
+                    Err(_) => return,
+                }
+            }
+            let mut state = controller.lock();
+            let mut overlay = state.overlay.clone();
+            overlay.remove(&pool, address);
+            match controller.commit(&mut state, overlay) {
+                Ok(()) => tracing::info!(%pool, backend = %address, "drained backend removed"),
+                Err(e) => {
+                    tracing::error!(%pool, backend = %address, error = %e.message, "removing a drained backend failed")
+                }
+            }
+        });
+    }
+}
+
+fn overlay_config(state: &State) -> Config {
+    state.overlay.apply(state.file_config.clone()).0
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn check_weight(weight: u32) -> Result<u32, ApiError> {
+    if (1..=MAX_WEIGHT).contains(&weight) {
+        Ok(weight)
+    } else {
+        Err(bad_request(format!("weight must be between 1 and {MAX_WEIGHT} (got {weight})")))
+    }
+}
+
+impl Control for Controller {
+    fn stats(&self) -> Stats {
+        self.0.proxy.stats()
+    }
+
+    fn add_backend(&self, pool: &str, backend: NewBackend) -> Result<BackendStats, ApiError> {
+        let address: SocketAddr = backend.address.parse().map_err(|_| {
+            bad_request(format!("`{}` is not an IP:port address (e.g. \"127.0.0.1:9004\")", backend.address))
+        })?;
+        let weight = check_weight(backend.weight.unwrap_or(1))?;
+        let mut state = self.lock();
+        let effective = overlay_config(&state);
+        let Some(pool_config) = effective.pools.get(pool) else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no pool named `{pool}`")));
+        };
+        if pool_config.backends.iter().any(|b| b.address == address) {
+            return Err(ApiError::new(StatusCode::CONFLICT, format!("pool `{pool}` already has {address}")));
+        }
+        let mut overlay = state.overlay.clone();
+        overlay.add(pool, AddedBackend { address, weight, zone: backend.zone, region: backend.region });
+        self.commit(&mut state, overlay)?;
+        drop(state);
+        tracing::info!(%pool, backend = %address, weight, "backend added through the admin API");
+        self.backend(pool, &address.to_string())
+    }
+
+    fn update_backend(&self, pool: &str, id: &str, update: BackendUpdate) -> Result<BackendStats, ApiError> {
+        let current = self.backend(pool, id)?;
+        let address: SocketAddr =
+            current.address.parse().map_err(|_| internal("bad backend address".into()))?;
+        let weight = update.weight.map(check_weight).transpose()?;
+        if let Some(state) = &update.state {
+            if BackendState::parse(state).is_none() {
+                return Err(bad_request(format!(
+                    "unknown state `{state}`; expected active, draining or maintenance"
+                )));
+            }
+        }
+        let mut state = self.lock();
+        let mut overlay = state.overlay.clone();
+        overlay.change(pool, address, BackendChange { weight, state: update.state.clone() });
+        self.commit(&mut state, overlay)?;
+        drop(state);
+        tracing::info!(%pool, backend = %address, weight = ?weight, state = ?update.state, "backend changed through the admin API");
+        self.backend(pool, id)
+    }
+
+    fn remove_backend(&self, pool: &str, id: &str) -> Result<BackendStats, ApiError> {
+        let current = self.backend(pool, id)?;
+        let address: SocketAddr =
+            current.address.parse().map_err(|_| internal("bad backend address".into()))?;
+        let mut state = self.lock();
+        let mut overlay = state.overlay.clone();
+        overlay.change(pool, address, BackendChange { weight: None, state: Some("draining".into()) });
+        self.commit(&mut state, overlay)?;
+        drop(state);
+        tracing::info!(%pool, backend = %address, "backend draining before removal (admin API)");
+        self.finish_removal(pool.to_string(), address);
+        self.backend(pool, id)
+    }
+
+    fn reload(&self) -> Result<Vec<String>, Vec<String>> {
+        let Some(path) = &self.0.config_path else {
+            return Err(vec!["this instance has no config file to reload".into()]);
+        };
+        let file_config = fulcrum_config::load(path)
+            .map_err(|e| e.errors.iter().map(|e| format!("{}:{e}", path.display())).collect::<Vec<_>>())?;
+        let mut state = self.lock();
+        let (effective, warnings) = state.overlay.apply(file_config.clone());
+        let changes = self.0.proxy.reload(effective).map_err(|e| vec![format!("{e:#}")])?;
+        state.file_config = file_config;
+        Ok(changes.iter().map(ToString::to_string).chain(warnings).collect())
+    }
+}
