@@ -18,6 +18,21 @@ pub async fn stats(State(state): State<AdminState>) -> Response {
     Json(state.control.stats()).into_response()
 }
 
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the classic
+/// text format otherwise.
+pub async fn metrics(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    ([(axum::http::header::CONTENT_TYPE, content_type)], state.control.metrics(openmetrics)).into_response()
+}
+
 pub async fn pools(State(state): State<AdminState>) -> Response {
     Json(state.control.stats()).into_response()
 }

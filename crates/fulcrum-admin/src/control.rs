@@ -56,6 +56,8 @@ pub struct BackendUpdate {
 pub trait Control: Send + Sync + 'static {
     /// Every pool and backend.
     fn stats(&self) -> Stats;
+    /// The metrics: OpenMetrics text when `openmetrics`, else Prometheus text 0.0.4.
+    fn metrics(&self, openmetrics: bool) -> String;
     /// Adds a backend to a running pool; returns it.
     fn add_backend(&self, pool: &str, backend: NewBackend) -> Result<BackendStats, ApiError>;
     /// Changes a backend's weight and/or state; returns it.

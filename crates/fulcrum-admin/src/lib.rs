@@ -48,6 +48,7 @@ fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/", get(page))
         .route("/stats", get(api::stats))
+        .route("/metrics", get(api::metrics))
         .route("/api/v1/pools", get(api::pools))
         .route("/api/v1/pools/{pool}/backends", post(api::add_backend))
         .route("/api/v1/pools/{pool}/backends/{id}", patch(api::update_backend).delete(api::remove_backend))

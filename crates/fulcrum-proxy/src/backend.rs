@@ -9,6 +9,7 @@ use std::sync::Arc;
 use fulcrum_balance::Load;
 
 use crate::guards::Guards;
+use crate::metrics::BackendMetrics;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -34,17 +35,19 @@ pub struct Backend {
     pub load: Arc<Load>,
     /// Health, ejection, breaker and concurrency limit.
     pub guards: Guards,
+    /// Response metrics (kept across reloads, like `load`).
+    pub metrics: Arc<BackendMetrics>,
     /// When its slow-start ramp began (monotonic nanos), 0 when not ramping.
     ramp_from: AtomicU64,
 }
 
 impl Backend {
     /// A backend for `config` in a pool configured as `pool`, continuing
-    /// `load` when it already existed.
+    /// the `previous` backend's load and metrics when it already existed.
     pub fn new(
         config: &fulcrum_config::Backend,
         pool: &fulcrum_config::Pool,
-        load: Option<Arc<Load>>,
+        previous: Option<&Backend>,
     ) -> Self {
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -54,7 +57,8 @@ impl Backend {
             region: config.region.clone(),
             priority: config.priority,
             state: config.state,
-            load: load.unwrap_or_default(),
+            load: previous.map(|p| Arc::clone(&p.load)).unwrap_or_default(),
+            metrics: previous.map(|p| Arc::clone(&p.metrics)).unwrap_or_default(),
             guards: Guards::new(pool),
             ramp_from: AtomicU64::new(0),
         }

@@ -15,6 +15,7 @@ mod hash_key;
 mod health_check;
 pub mod http;
 mod listener;
+mod metrics;
 mod pool;
 mod rng;
 mod route;

@@ -36,6 +36,8 @@ pub struct Pool {
     retry_budget: Option<Mutex<RetryBudget>>,
     /// Stops the pool's health-check tasks when the pool is dropped.
     _health_checks: Option<DropGuard>,
+    /// Pool-level counters.
+    pub metrics: crate::metrics::PoolMetrics,
     /// Upstream timeouts.
     pub timeouts: Timeouts,
     /// Idle upstream connections kept per backend and thread.
@@ -63,7 +65,7 @@ impl Pool {
                 match old {
                     Some(old) if same_guards && old.matches(b) => Arc::clone(old),
                     Some(old) => {
-                        let backend = Backend::new(b, config, Some(Arc::clone(&old.load)));
+                        let backend = Backend::new(b, config, Some(old));
                         backend.guards.set_health(old.guards.health());
                         Arc::new(backend)
                     }
@@ -90,6 +92,7 @@ impl Pool {
                 Mutex::new(RetryBudget::new(r.budget_percent, r.min_retries_per_second, RETRY_WINDOW_SECONDS))
             }),
             _health_checks: health_checks,
+            metrics: Default::default(),
             backends,
             timeouts: config.timeouts,
             max_idle_per_backend: config.max_idle_per_backend,

@@ -176,6 +176,24 @@ impl Proxy {
         tokio::time::timeout(timeout, self.tracker.wait()).await.is_ok()
     }
 
+    /// Every pool's metrics: the OpenMetrics text format, or with
+    /// `openmetrics = false` the classic Prometheus text format 0.0.4 (what
+    /// `promtool` and older scrapers parse: counters' HELP/TYPE name the
+    /// `_total` series, no `# EOF`).
+    pub fn encode_metrics(&self, openmetrics: bool) -> String {
+        let pools: Vec<Arc<Pool>> = self.lock().pools.values().cloned().collect();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(crate::metrics::PoolsCollector { pools }));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .expect("writing to a String cannot fail");
+        if openmetrics {
+            text
+        } else {
+            crate::metrics::to_prometheus_text(&text)
+        }
+    }
+
     /// The running config.
     pub fn config(&self) -> Config {
         self.lock().config.clone()

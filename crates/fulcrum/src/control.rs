@@ -151,6 +151,10 @@ impl Control for Controller {
         self.0.proxy.stats()
     }
 
+    fn metrics(&self, openmetrics: bool) -> String {
+        self.0.proxy.encode_metrics(openmetrics)
+    }
+
     fn add_backend(&self, pool: &str, backend: NewBackend) -> Result<BackendStats, ApiError> {
         let address: SocketAddr = backend.address.parse().map_err(|_| {
             bad_request(format!("`{}` is not an IP:port address (e.g. \"127.0.0.1:9004\")", backend.address))

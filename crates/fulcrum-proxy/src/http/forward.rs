@@ -124,8 +124,12 @@ async fn forward(
                 policy.is_some_and(|p| retry_on_error(p, error))
             }
         };
-        let can_retry =
-            retryable && replay && policy.is_some_and(|p| retries < p.attempts) && pool.try_retry();
+        let status = match &attempt {
+            Ok((response, _, _)) => response.status(),
+            Err(error) => error.status(),
+        };
+        backend.metrics.record(status.as_u16(), took, now);
+        let can_retry = retry_possible && retryable && pool.try_retry();
         if !can_retry {
             return match attempt {
                 Ok(attempt) => finish(attempt, &backend),
@@ -142,6 +146,7 @@ async fn forward(
             }
         }
         drop(attempt);
+        pool.metrics.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let wait = crate::rng::with_rng(|rng| backoff(policy.backoff, policy.max_backoff, retries, rng));
         tokio::time::sleep(wait).await;
         retries += 1;
