@@ -31,6 +31,8 @@ pub enum Command {
     Demo,
     /// A small test backend: every path answers 200 with its name, /health answers {"status":"ok"}.
     Backend(BackendArgs),
+    /// Talk to a running balancer's admin API.
+    Ctl(CtlArgs),
     /// Simulate the balancing algorithms over a workload and compare them.
     Simulate {
         /// Scenario file (default: the built-in slow-backend scenario, examples/scenarios/slow-backend.toml).
@@ -62,6 +64,46 @@ pub struct BackendArgs {
     /// Fraction of requests answered with 500, 0.0..=1.0.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub error_rate: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CtlArgs {
+    /// Admin API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    pub admin: String,
+    /// Bearer token (default: $FULCRUM_ADMIN_TOKEN).
+    #[arg(long, env = "FULCRUM_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CtlCommand {
+    /// List pools.
+    Pools,
+    /// List a pool's backends with their state and figures.
+    Backends { pool: String },
+    /// Add a backend to a running pool.
+    Add {
+        pool: String,
+        address: String,
+        #[arg(long)]
+        weight: Option<u32>,
+    },
+    /// Drain a backend, then remove it.
+    Remove { pool: String, id: String },
+    /// Change a backend's weight.
+    Weight { pool: String, id: String, weight: u32 },
+    /// Stop sending new requests to a backend (in-flight ones finish).
+    Drain { pool: String, id: String },
+    /// Let a backend take traffic again.
+    Enable { pool: String, id: String },
+    /// Reload the config file.
+    Reload,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

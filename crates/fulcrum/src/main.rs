@@ -6,6 +6,7 @@ mod backend;
 mod check;
 mod cli;
 mod control;
+mod ctl;
 mod demo;
 mod run;
 mod simulate;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         cli::Command::Check { config } => check::check(&config),
         cli::Command::Backend(args) => backend::run(args),
         cli::Command::Demo => demo::run(),
+        cli::Command::Ctl(args) => ctl::run(args),
         cli::Command::Simulate { scenario, out, json } => {
             simulate::run(scenario.as_deref(), out.as_deref(), json)
         }

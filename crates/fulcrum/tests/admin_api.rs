@@ -218,3 +218,49 @@ async fn twenty_api_reloads_under_load_fail_no_request_and_a_broken_file_is_refu
     assert_eq!(failed, 0);
     assert!(ok > 100);
 }
+
+fn ctl(admin: SocketAddr, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["ctl", "--admin", &format!("http://{admin}"), "--token", token])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_steers_the_balancer_with_tables_and_json() {
+    let [a, b] = [named_backend("a").await, named_backend("b").await];
+    let (listen, admin) = (local(free_port()), local(free_port()));
+    let _lb = Fulcrum::start(&config(listen, admin, &[a.address], "tok"), admin);
+    let (code, out, _) = ctl(admin, "tok", &["pools"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("POOL") && out.contains("app   round_robin  1         1"), "{out}");
+
+    let (code, out, err) = ctl(admin, "tok", &["add", "app", &b.address.to_string(), "--weight", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{}: weight 3, active\n", b.address));
+    let id = b.address.to_string();
+    assert_eq!(ctl(admin, "tok", &["weight", "app", &id, "5"]).1, format!("{id}: weight 5, active\n"));
+    assert_eq!(ctl(admin, "tok", &["drain", "app", &id]).1, format!("{id}: weight 5, draining\n"));
+    let (_, table, _) = ctl(admin, "tok", &["backends", "app"]);
+    assert!(table.lines().any(|l| l.starts_with(&id) && l.contains("draining")), "{table}");
+    assert_eq!(ctl(admin, "tok", &["enable", "app", &id]).1, format!("{id}: weight 5, active\n"));
+
+    let (_, json, _) = ctl(admin, "tok", &["--json", "backends", "app"]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["pools"][0]["backends"].as_array().unwrap().len(), 2);
+    assert_eq!(ctl(admin, "tok", &["reload"]).1, "reloaded: nothing changed\n");
+
+    let (code, _, err) = ctl(admin, "tok", &["add", "nope", "127.0.0.1:1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("404") && err.contains("no pool named `nope`"), "{err}");
+    assert_eq!(ctl(admin, "wrong", &["pools"]).0, 2);
+    let (code, _, err) = ctl(local(free_port()), "tok", &["pools"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach the admin API"), "{err}");
+}
