@@ -33,6 +33,11 @@ pub async fn metrics(State(state): State<AdminState>, headers: axum::http::Heade
     ([(axum::http::header::CONTENT_TYPE, content_type)], state.control.metrics(openmetrics)).into_response()
 }
 
+pub async fn recommendations(State(state): State<AdminState>) -> Response {
+    Json(serde_json::json!({ "recommendations": crate::recommend::recommendations(&state.control.stats()) }))
+        .into_response()
+}
+
 pub async fn pools(State(state): State<AdminState>) -> Response {
     Json(state.control.stats()).into_response()
 }

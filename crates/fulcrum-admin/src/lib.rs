@@ -10,6 +10,7 @@
 
 mod api;
 mod control;
+mod recommend;
 
 pub use control::{ApiError, BackendUpdate, Control, NewBackend};
 
@@ -53,6 +54,7 @@ fn router(state: AdminState) -> Router {
         .route("/api/v1/pools/{pool}/backends", post(api::add_backend))
         .route("/api/v1/pools/{pool}/backends/{id}", patch(api::update_backend).delete(api::remove_backend))
         .route("/api/v1/reload", post(api::reload))
+        .route("/api/v1/recommendations", get(api::recommendations))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))

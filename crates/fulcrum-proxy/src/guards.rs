@@ -27,6 +27,8 @@ pub struct Guards {
     breaker_state: AtomicU8,
     breaker_blocked_until: AtomicU64,
     outlier: Option<Mutex<OutlierDetector>>,
+    /// When the breaker last opened (monotonic nanos), newest last, at most 16.
+    breaker_opened_at: Mutex<std::collections::VecDeque<u64>>,
     breaker: Option<Mutex<CircuitBreaker>>,
     max_requests: Option<u64>,
 }
@@ -57,6 +59,7 @@ impl Guards {
             ejected_until: AtomicU64::new(0),
             breaker_state: AtomicU8::new(BreakerState::Closed.gauge()),
             breaker_blocked_until: AtomicU64::new(0),
+            breaker_opened_at: Mutex::new(std::collections::VecDeque::new()),
             outlier: config
                 .passive_health
                 .as_ref()
@@ -99,6 +102,12 @@ impl Guards {
             2 => BreakerState::Open,
             _ => BreakerState::Closed,
         }
+    }
+
+    /// How many times the breaker opened in the `window` nanos before `now`.
+    pub fn breaker_opens_since(&self, now: u64, window: u64) -> usize {
+        let opened = self.breaker_opened_at.lock().unwrap_or_else(|p| p.into_inner());
+        opened.iter().filter(|&&at| now.saturating_sub(at) <= window).count()
     }
 
     /// Takes a breaker permit for a call starting at `now` (always granted
@@ -151,6 +160,13 @@ impl Guards {
             BreakerState::Open => breaker.reopens_at().unwrap_or(0),
         };
         self.breaker_blocked_until.store(blocked_until, Ordering::Relaxed);
+        if state == BreakerState::Open && before != BreakerState::Open {
+            let mut opened = self.breaker_opened_at.lock().unwrap_or_else(|p| p.into_inner());
+            if opened.len() == 16 {
+                opened.pop_front();
+            }
+            opened.push_back(now);
+        }
         if state != before {
             tracing::warn!(backend = %address, from = before.name(), to = state.name(), "circuit breaker changed state");
         }

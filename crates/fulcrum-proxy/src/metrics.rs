@@ -75,6 +75,29 @@ impl BackendMetrics {
         }
     }
 
+    /// The `q` quantile of response time in milliseconds, interpolated
+    /// within its histogram bucket; `None` before any response.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0);
+        let mut seen = 0.0;
+        for (i, &count) in counts.iter().enumerate() {
+            let before = seen;
+            seen += count as f64;
+            if seen >= rank {
+                let low = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
+                let high = BUCKETS.get(i).copied().unwrap_or(BUCKETS[BUCKETS.len() - 1]);
+                let within = if count == 0 { 1.0 } else { (rank - before) / count as f64 };
+                return Some((low + (high - low) * within) * 1000.0);
+            }
+        }
+        None
+    }
+
     /// Errors (5xx, including Fulcrum's own 502/504) over requests in the last minute.
     pub fn error_rate(&self, now: u64) -> f64 {
         let second = now / SECOND;
@@ -245,5 +268,19 @@ mod tests {
         assert_eq!(m.buckets[BUCKETS.len()].load(Ordering::Relaxed), 1, "20 s is above 10 s");
         assert!((m.error_rate(11 * SECOND) - 1.0 / 3.0).abs() < 1e-9);
         assert_eq!(m.error_rate(71 * SECOND), 0.0, "a minute later the window is empty");
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let m = BackendMetrics::default();
+        assert_eq!(m.quantile_ms(0.5), None);
+        for _ in 0..100 {
+            m.record(200, 30_000_000, 0); // 30 ms: the 25..50 ms bucket
+        }
+        let p50 = m.quantile_ms(0.5).unwrap();
+        assert!((25.0..=50.0).contains(&p50), "{p50}");
+        m.record(200, 4_000_000_000, 0); // one 4 s outlier
+        assert!(m.quantile_ms(0.999).unwrap() > 2500.0);
+        assert!(m.quantile_ms(0.99).unwrap() <= 50.0);
     }
 }

@@ -201,6 +201,7 @@ impl Proxy {
 
     /// A snapshot of every pool and backend.
     pub fn stats(&self) -> Stats {
+        let now = crate::clock::now_nanos();
         let running = self.lock();
         Stats {
             pools: running
@@ -223,8 +224,12 @@ impl Proxy {
                             errors_total: b.load.errors_total(),
                             health: b.guards.health().name(),
                             circuit: b.guards.breaker_state().name(),
-                            ejected: b.guards.is_ejected(crate::clock::now_nanos()),
+                            ejected: b.guards.is_ejected(now),
                             latency_ewma_ms: b.load.latency_ewma_nanos() / 1e6,
+                            p50_ms: b.metrics.quantile_ms(0.5),
+                            p99_ms: b.metrics.quantile_ms(0.99),
+                            error_rate: b.metrics.error_rate(now),
+                            circuit_opens_10m: b.guards.breaker_opens_since(now, 600_000_000_000),
                         })
                         .collect(),
                 })

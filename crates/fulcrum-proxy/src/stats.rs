@@ -48,4 +48,12 @@ pub struct BackendStats {
     pub ejected: bool,
     /// EWMA of response-header latency, milliseconds.
     pub latency_ewma_ms: f64,
+    /// Median response time, milliseconds (from the metrics histogram).
+    pub p50_ms: Option<f64>,
+    /// 99th percentile response time, milliseconds.
+    pub p99_ms: Option<f64>,
+    /// Errors over requests in the last minute.
+    pub error_rate: f64,
+    /// Times the circuit breaker opened in the last 10 minutes.
+    pub circuit_opens_10m: usize,
 }

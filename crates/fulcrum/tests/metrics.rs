@@ -74,6 +74,21 @@ async fn metrics_carry_specs_names_and_real_values_and_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The failing backend is flagged, with its figure, by the recommendations.
+    let response = client
+        .request(Request::get(format!("http://{admin}/api/v1/recommendations")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    let advice: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let advice = advice["recommendations"].as_array().unwrap();
+    assert!(
+        advice.iter().any(|r| r["kind"] == "high_error_rate"
+            && r["backend"] == failing.address.to_string()
+            && r["figure"] == "100.0% of requests failed in the last minute"),
+        "{advice:?}"
+    );
+
     let (content_type, openmetrics) = scrape(admin, Some("application/openmetrics-text;version=1.0.0")).await;
     assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
     assert!(openmetrics.ends_with("# EOF\n"));
