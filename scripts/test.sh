@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Every test: installs what the tests need on Debian when it is missing
-# (promtool, from the `prometheus` package), checks and unit-tests the
-# alerting rules, then runs the Rust test suite.
+# (promtool from `prometheus`, a headless browser from `chromium` and
+# `chromium-driver`), checks and unit-tests the alerting rules, then runs
+# the Rust test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "== installing promtool (Debian package prometheus)"
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]} (Debian packages the tests use)"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "== alerting rules"

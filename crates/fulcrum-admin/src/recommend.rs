@@ -105,6 +105,7 @@ mod tests {
             id: id.into(),
             address: id.into(),
             weight: 1,
+            effective_weight: 1.0,
             zone: None,
             state: "active",
             active_requests: 0,
@@ -122,7 +123,7 @@ mod tests {
     }
 
     fn pool(algorithm: &'static str, backends: Vec<BackendStats>) -> Stats {
-        Stats { pools: vec![PoolStats { name: "app".into(), algorithm, backends }] }
+        Stats { listeners: Vec::new(), pools: vec![PoolStats { name: "app".into(), algorithm, backends }] }
     }
 
     fn kinds(stats: &Stats) -> Vec<&'static str> {

@@ -27,4 +27,4 @@ mod tls;
 mod upstream;
 
 pub use server::Proxy;
-pub use stats::{BackendStats, PoolStats, Stats};
+pub use stats::{BackendStats, ListenerStats, PoolStats, Stats};

@@ -102,19 +102,19 @@ impl Pool {
         pool
     }
 
+    /// The share of its configured weight `backend` gets at `now`: less
+    /// while it ramps (slow start) or is degraded.
+    pub fn weight_factor(&self, backend: &Backend, now: u64) -> f64 {
+        let ramp = self.config.slow_start.map_or(0, |d| d.as_nanos() as u64);
+        let ramp = if ramp > 0 { backend.ramp_fraction(now, ramp).unwrap_or(1.0) } else { 1.0 };
+        let degraded = if backend.guards.health() == Health::Degraded { DEGRADED_SHARE } else { 1.0 };
+        ramp * degraded
+    }
+
     /// The weight each backend should have at `now`: its configured weight,
     /// scaled down while it ramps (slow start) or is degraded.
     fn effective_weights(&self, now: u64) -> Vec<u32> {
-        let ramp = self.config.slow_start.map_or(0, |d| d.as_nanos() as u64);
-        let factors: Vec<f64> = self
-            .backends
-            .iter()
-            .map(|b| {
-                let ramp = if ramp > 0 { b.ramp_fraction(now, ramp).unwrap_or(1.0) } else { 1.0 };
-                let degraded = if b.guards.health() == Health::Degraded { DEGRADED_SHARE } else { 1.0 };
-                ramp * degraded
-            })
-            .collect();
+        let factors: Vec<f64> = self.backends.iter().map(|b| self.weight_factor(b, now)).collect();
         if factors.iter().all(|&f| f >= 1.0) {
             return self.backends.iter().map(|b| b.weight).collect();
         }

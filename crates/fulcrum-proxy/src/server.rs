@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::listener::{self, Acceptor, ListenerState};
 use crate::pool::Pool;
 use crate::route::CompiledRoute;
-use crate::stats::{BackendStats, PoolStats, Stats};
+use crate::stats::{BackendStats, ListenerStats, PoolStats, Stats};
 
 /// A running load balancer.
 #[derive(Debug)]
@@ -203,7 +203,24 @@ impl Proxy {
     pub fn stats(&self) -> Stats {
         let now = crate::clock::now_nanos();
         let running = self.lock();
+        let protocol = |p: Protocol| match p {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Tcp => "tcp",
+        };
         Stats {
+            listeners: running
+                .config
+                .listeners
+                .iter()
+                .map(|l| ListenerStats {
+                    name: l.name.clone(),
+                    listen: l.listen.to_string(),
+                    protocol: protocol(l.protocol),
+                    pool: l.pool.clone(),
+                    routes: l.routes.len(),
+                })
+                .collect(),
             pools: running
                 .pools
                 .values()
@@ -217,6 +234,7 @@ impl Proxy {
                             id: b.address.to_string(),
                             address: b.address.to_string(),
                             weight: b.weight,
+                            effective_weight: f64::from(b.weight) * pool.weight_factor(b, now),
                             zone: b.zone.clone(),
                             state: b.state.name(),
                             active_requests: b.load.in_flight(),

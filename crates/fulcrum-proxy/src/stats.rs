@@ -3,11 +3,28 @@
 
 use serde::Serialize;
 
-/// Every pool.
+/// Every listener and pool.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
+    /// Listeners, in config order.
+    pub listeners: Vec<ListenerStats>,
     /// Pools by name order.
     pub pools: Vec<PoolStats>,
+}
+
+/// One listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerStats {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub listen: String,
+    /// `http`, `https` or `tcp`.
+    pub protocol: &'static str,
+    /// Its default pool.
+    pub pool: String,
+    /// How many routing rules it has.
+    pub routes: usize,
 }
 
 /// One pool.
@@ -30,6 +47,8 @@ pub struct BackendStats {
     pub address: String,
     /// Configured weight.
     pub weight: u32,
+    /// Weight in effect now: lower while slow start ramps or when degraded.
+    pub effective_weight: f64,
     /// Zone, if any.
     pub zone: Option<String>,
     /// Operator state: `active`, `draining` or `maintenance`.
