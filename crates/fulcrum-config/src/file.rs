@@ -18,6 +18,15 @@ pub struct FileConfig {
     #[serde(default)]
     pub pools: BTreeMap<String, PoolFile>,
     pub geo: Option<GeoFile>,
+    #[serde(default)]
+    pub log: LogFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    pub access: Option<String>,
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +63,7 @@ pub struct ServerFile {
 pub struct AdminFile {
     pub listen: String,
     pub token: Option<String>,
+    pub watch_config: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,6 +37,39 @@ pub struct Config {
     pub pools: BTreeMap<String, Pool>,
     /// `[geo]`: client networks → regions and latencies between regions.
     pub geo: Option<Geo>,
+    /// `[log]`: the access log.
+    pub log: Log,
+}
+
+/// The access log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Log {
+    /// Where access lines go (default: nowhere).
+    pub access: AccessTarget,
+    /// Line format (default JSON).
+    pub format: AccessFormat,
+}
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccessTarget {
+    /// No access log.
+    #[default]
+    Off,
+    /// Standard error, with the process log.
+    Stderr,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+/// Access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Apache's combined format, followed by Fulcrum's fields as `key=value`.
+    Combined,
 }
 
 /// Geographic routing data.
@@ -124,6 +157,8 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Bearer token; required when `listen` is not a loopback address.
     pub token: Option<String>,
+    /// Reload when the config file changes (default false).
+    pub watch_config: bool,
 }
 
 /// One listening socket and what it serves.

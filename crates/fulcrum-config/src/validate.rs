@@ -34,8 +34,9 @@ pub fn validate(raw: FileConfig, text: &str, base_dir: &Path) -> Result<Config, 
             );
         }
     }
+    let log = v.log(&raw.log, &root.key("log"));
     if v.errors.is_empty() {
-        Ok(Config { server, admin, listeners, pools, geo })
+        Ok(Config { server, admin, listeners, pools, geo, log })
     } else {
         v.errors.sort_by_key(|e| e.location);
         Err(v.errors)
@@ -107,6 +108,29 @@ impl Validator<'_> {
         }
     }
 
+    fn log(&mut self, raw: &crate::file::LogFile, path: &KeyPath) -> Log {
+        let access = match raw.access.as_deref() {
+            None | Some("off") => AccessTarget::Off,
+            Some("stderr") => AccessTarget::Stderr,
+            Some(file) => match self.string(&path.key("access"), file) {
+                Some(file) => AccessTarget::File(self.base_dir.join(file)),
+                None => AccessTarget::Off,
+            },
+        };
+        let format = match raw.format.as_deref() {
+            None | Some("json") => AccessFormat::Json,
+            Some("combined") => AccessFormat::Combined,
+            Some(other) => {
+                self.error(
+                    &path.key("format"),
+                    format!("unknown access log format `{other}`; expected json or combined"),
+                );
+                AccessFormat::Json
+            }
+        };
+        Log { access, format }
+    }
+
     fn geo(&mut self, raw: &crate::file::GeoFile, path: &KeyPath) -> Geo {
         let mut networks = Vec::new();
         for (i, network) in raw.networks.iter().enumerate() {
@@ -151,7 +175,7 @@ impl Validator<'_> {
                 "a non-loopback admin address needs `admin.token` (anyone could steer the balancer)",
             );
         }
-        Some(Admin { listen, token })
+        Some(Admin { listen, token, watch_config: raw.watch_config.unwrap_or(false) })
     }
 
     fn listeners(&mut self, raw: &[ListenerFile], path: &KeyPath, pools: &HashSet<&str>) -> Vec<Listener> {

@@ -7,6 +7,7 @@
 //! backend with the core's selector → [`http`] (or [`tcp`]) forwards over
 //! [`upstream`] connections.
 
+mod access_log;
 mod backend;
 mod clock;
 mod error;

@@ -41,6 +41,8 @@ pub struct ListenerState {
     pub default_pool: Arc<Pool>,
     /// TLS acceptor, for https.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where requests are logged, when `[log] access` is on.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 impl ListenerState {

@@ -30,6 +30,7 @@ pub struct Proxy {
 #[derive(Debug)]
 struct Running {
     config: Config,
+    access_log: Option<Arc<crate::access_log::AccessLog>>,
     pools: BTreeMap<String, Arc<Pool>>,
     listeners: HashMap<SocketAddr, RunningListener>,
 }
@@ -47,6 +48,7 @@ impl Proxy {
         let proxy = Arc::new(Self {
             running: Mutex::new(Running {
                 config: empty_config(),
+                access_log: None,
                 pools: BTreeMap::new(),
                 listeners: HashMap::new(),
             }),
@@ -70,6 +72,11 @@ impl Proxy {
         let mut running = self.lock();
         let changes = diff(&running.config, &config);
         let geo = config.geo.clone().map(Arc::new);
+        let access_log = if running.access_log.is_some() && running.config.log == config.log {
+            running.access_log.clone()
+        } else {
+            crate::access_log::AccessLog::start(&config.log).context("cannot open the access log")?
+        };
 
         let pools: BTreeMap<String, Arc<Pool>> = config
             .pools
@@ -109,6 +116,7 @@ impl Proxy {
                 routes,
                 default_pool: Arc::clone(&pools[&listener.pool]),
                 tls,
+                access_log: access_log.clone(),
             };
             if !running.listeners.contains_key(&listener.listen) {
                 let socket = listener::bind(listener.listen).with_context(|| {
@@ -139,6 +147,7 @@ impl Proxy {
             removed.stop.cancel();
         }
         running.listeners = kept;
+        running.access_log = access_log;
         running.pools = pools;
         running.config = config;
         Ok(changes)
@@ -286,5 +295,6 @@ fn empty_config() -> Config {
         listeners: Vec::new(),
         pools: BTreeMap::new(),
         geo: None,
+        log: Default::default(),
     }
 }

@@ -61,7 +61,11 @@ async fn serve(path: PathBuf, file_config: Config, overlay: Overlay, config: Con
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let graceful_timeout = config.server.graceful_timeout;
+    let watch = config.admin.as_ref().is_some_and(|a| a.watch_config);
     let (controller, proxy, admin_stop) = start(Some(path.clone()), file_config, overlay, config).await?;
+    if watch {
+        tokio::spawn(watch_config(path.clone(), controller.clone()));
+    }
     loop {
         tokio::select! {
             _ = hangup.recv() => {
@@ -108,6 +112,23 @@ pub async fn start(
         });
     }
     Ok((controller, proxy, admin_stop))
+}
+
+/// Reloads whenever the config file's content changes (`[admin]
+/// watch_config = true`). Polling the content once a second is simple and
+/// survives editors that replace the file instead of writing it.
+async fn watch_config(path: PathBuf, controller: Controller) {
+    let mut last = std::fs::read(&path).ok();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = std::fs::read(&path).ok();
+        if now.is_some() && now != last {
+            tracing::info!(config = %path.display(), "config file changed: reloading");
+            log_reload(controller.reload());
+            last = now;
+        }
+    }
 }
 
 fn log_reload(result: Result<Vec<String>, Vec<String>>) {

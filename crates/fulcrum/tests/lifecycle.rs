@@ -118,3 +118,22 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_zero() {
     assert_eq!(lb.wait_exit(Duration::from_secs(5)), Some(0));
     assert!(std::net::TcpStream::connect(listen).is_err(), "still accepting after exit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_reloads_when_the_file_changes() {
+    let (a, b) = (named_backend("a").await, named_backend("b").await);
+    let (listen, admin) = (local(free_port()), local(free_port()));
+    let watched = |backend: std::net::SocketAddr| {
+        http_config(listen, "round_robin", &[backend], "")
+            + &format!("[admin]\nlisten = \"{admin}\"\nwatch_config = true\n")
+    };
+    let lb = Fulcrum::start(&watched(a.address), admin);
+    assert_eq!(get(&client(), &format!("http://{listen}/")).await.1, "a");
+    lb.write_config(&watched(b.address));
+    lb.wait_for_log("config file changed: reloading");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&client(), &format!("http://{listen}/")).await.1 != "b" {
+        assert!(Instant::now() < deadline, "the edited file was not applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

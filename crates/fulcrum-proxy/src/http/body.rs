@@ -8,6 +8,7 @@
 //! still hold unread bytes) and the guard with it.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use super::RequestBody;
+use crate::access_log::{AccessLog, Entry};
 use crate::upstream::{self, Target};
 
 /// A body Fulcrum answers a client with.
@@ -36,6 +38,9 @@ struct UpstreamBody {
     finished: bool,
     connection: Option<(SendRequest<RequestBody>, Target)>,
     in_flight: Option<InFlight>,
+    /// The access-log line to write when the body ends, and the bytes so far.
+    log: Option<(Arc<AccessLog>, Box<Entry>)>,
+    bytes: u64,
 }
 
 impl ProxyBody {
@@ -56,7 +61,20 @@ impl ProxyBody {
             finished: false,
             connection,
             in_flight: Some(in_flight),
+            log: None,
+            bytes: 0,
         })))
+    }
+
+    /// Logs the request when this body has been sent (at once for a
+    /// message of Fulcrum's own).
+    pub fn log_when_sent(&mut self, log: Arc<AccessLog>, entry: Entry) {
+        match &mut self.0 {
+            Kind::Message(bytes) => {
+                log.write(&entry, bytes.as_ref().map_or(0, |b| b.len() as u64), crate::clock::now_nanos())
+            }
+            Kind::Upstream(upstream) => upstream.log = Some((log, Box::new(entry))),
+        }
     }
 }
 
@@ -67,6 +85,13 @@ impl UpstreamBody {
         if let Some((sender, target)) = self.connection.take() {
             upstream::checkin(&target, sender);
         }
+        self.write_log();
+    }
+
+    fn write_log(&mut self) {
+        if let Some((log, entry)) = self.log.take() {
+            log.write(&entry, self.bytes, crate::clock::now_nanos());
+        }
     }
 }
 
@@ -75,6 +100,8 @@ impl Drop for UpstreamBody {
         if !self.finished && self.body.is_end_stream() {
             self.finish();
         }
+        // A client that went away mid-body is still logged, with what it got.
+        self.write_log();
     }
 }
 
@@ -91,6 +118,11 @@ impl Body for ProxyBody {
             Kind::Upstream(upstream) => {
                 let frame = ready!(Pin::new(&mut upstream.body).poll_frame(cx));
                 match &frame {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            upstream.bytes += data.len() as u64;
+                        }
+                    }
                     None => upstream.finish(),
                     Some(Err(_)) => {
                         upstream.connection = None;
@@ -98,7 +130,6 @@ impl Body for ProxyBody {
                             in_flight.load().record_error();
                         }
                     }
-                    Some(Ok(_)) => {}
                 }
                 Poll::Ready(frame)
             }

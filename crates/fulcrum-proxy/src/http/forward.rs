@@ -32,40 +32,142 @@ pub struct Connection {
     pub client: ClientInfo,
 }
 
+/// What forwarding tried, for the access log.
+#[derive(Debug, Default)]
+struct Attempted {
+    backend: Option<std::net::SocketAddr>,
+    retries: u32,
+    upstream_nanos: Option<u64>,
+}
+
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// Serves one request; never fails (failures are answered with a status).
 pub async fn handle(
     request: Request<Incoming>,
     connection: Arc<Connection>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let started = clock::now_nanos();
     let (mut parts, body) = request.into_parts();
-    if let Some(reason) = headers::malformed(&parts) {
-        return Ok(respond::plain(StatusCode::BAD_REQUEST, reason));
-    }
-    let pool = connection.state.load().route(&parts);
+    let (pool, access_log) = {
+        let state = connection.state.load();
+        (state.route(&parts), state.access_log.clone())
+    };
     let client = connection.client.addr;
+    let logging = access_log.map(|log| (log, request_id(&mut parts)));
+    let log =
+        |mut response: Response<ProxyBody>, pool: Option<&Pool>, attempted: Attempted, parts: &Parts| {
+            if let Some((log, request_id)) = &logging {
+                let mut entry =
+                    entry(parts, started, client, request_id.clone(), &attempted, response.status());
+                if let Some(pool) = pool {
+                    entry.pool = Arc::clone(&pool.name);
+                    entry.reason = reason(pool, &attempted);
+                }
+                response.body_mut().log_when_sent(Arc::clone(log), entry);
+            }
+            response
+        };
+    if let Some(reason) = headers::malformed(&parts) {
+        return Ok(log(respond::plain(StatusCode::BAD_REQUEST, reason), None, Attempted::default(), &parts));
+    }
     let key = pool.config.algorithm.uses_key().then(|| hash_key::request_key(&parts, client, &pool.config));
     let upgrade = headers::is_upgrade(&parts);
+    // The client's request line and headers as received, for the log.
+    let original = logging.as_ref().map(|_| clone_parts(&parts));
     headers::prepare_request(&mut parts, &connection.client, upgrade);
     if upgrade {
-        let Some(backend) = pool.pick(key, Some(client), &[], clock::now_nanos()).map(Arc::clone) else {
-            return Ok(respond::no_backend());
+        let Some(backend) = pool.pick(key, Some(client), &[], started).map(Arc::clone) else {
+            return Ok(log(
+                respond::no_backend(),
+                Some(&pool),
+                Attempted::default(),
+                original.as_ref().unwrap_or(&parts),
+            ));
         };
         let target = Target::new(&backend, &pool);
-        let request = Request::from_parts(parts, RequestBody::Streaming(body));
+        let attempted = Attempted { backend: Some(backend.address), ..Attempted::default() };
+        let request = Request::from_parts(clone_parts(&parts), RequestBody::Streaming(body));
         let forwarded =
             upgrade::forward(request, &target, pool.timeouts.response_header, backend.load.start()).await;
-        return Ok(forwarded.unwrap_or_else(|e| failed(&pool, &backend, &e, 0)));
+        let response = forwarded.unwrap_or_else(|e| failed(&pool, &backend, &e, 0));
+        return Ok(log(response, Some(&pool), attempted, original.as_ref().unwrap_or(&parts)));
     }
     let forwarding = forward(&pool, parts, body, key, client);
-    Ok(match pool.timeouts.request {
+    let (response, attempted) = match pool.timeouts.request {
         None => forwarding.await,
         Some(limit) => tokio::time::timeout(limit, forwarding).await.unwrap_or_else(|_| {
-            respond::plain(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the request took longer than the pool's request timeout\n",
-            )
+            let message = "the request took longer than the pool's request timeout\n";
+            (respond::plain(StatusCode::GATEWAY_TIMEOUT, message), Attempted::default())
         }),
+    };
+    Ok(match &original {
+        Some(head) => log(response, Some(&pool), attempted, head),
+        None => response,
     })
+}
+
+/// The request's `X-Request-Id`, generated (and added, so the backend gets
+/// it) when the client sent none.
+fn request_id(parts: &mut Parts) -> String {
+    if let Some(id) = parts.headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        return id.to_string();
+    }
+    let id = crate::access_log::new_request_id();
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), http::HeaderValue::from_str(&id).expect("hex is a valid header value"));
+    id
+}
+
+/// Why the request went where it did, for the access log.
+fn reason(pool: &Pool, attempted: &Attempted) -> String {
+    use fulcrum_config::HashKey;
+    let mut reason = pool.config.algorithm.name().to_string();
+    if pool.config.algorithm.uses_key() {
+        reason += match &pool.config.hash_key {
+            HashKey::ClientIp => " on client_ip".to_string(),
+            HashKey::Path => " on path".to_string(),
+            HashKey::Header(name) => format!(" on header:{name}"),
+            HashKey::Cookie(name) => format!(" on cookie:{name}"),
+            HashKey::Query(name) => format!(" on query:{name}"),
+        }
+        .as_str();
+    }
+    if attempted.backend.is_none() {
+        reason += ", no backend available";
+    } else if attempted.retries > 0 {
+        reason += &format!(", after {} failed attempt(s) elsewhere", attempted.retries);
+    }
+    reason
+}
+
+fn entry(
+    parts: &Parts,
+    started: u64,
+    client: std::net::IpAddr,
+    request_id: String,
+    attempted: &Attempted,
+    status: StatusCode,
+) -> crate::access_log::Entry {
+    crate::access_log::Entry {
+        started,
+        request_id,
+        client,
+        method: parts.method.clone(),
+        target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string(),
+        user_agent: parts
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        pool: "-".into(),
+        backend: attempted.backend,
+        reason: String::new(),
+        retries: attempted.retries,
+        upstream_nanos: attempted.upstream_nanos,
+        status: status.as_u16(),
+    }
 }
 
 /// The attempts of one request: the first, then retries on other backends.
@@ -75,12 +177,12 @@ async fn forward(
     body: Incoming,
     key: Option<u64>,
     client: std::net::IpAddr,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, Attempted) {
     let policy = pool.config.retries.as_ref().filter(|r| r.attempts > 0 && may_retry(&parts.method, r));
     let mut body = match policy {
         Some(policy) => match replayable(body, &parts, policy.max_replay_body).await {
             Ok(body) => body,
-            Err(response) => return response,
+            Err(response) => return (response, Attempted::default()),
         },
         None => RequestBody::Streaming(body),
     };
@@ -91,12 +193,16 @@ async fn forward(
     let mut parts = Some(parts);
     let mut tried = Vec::new();
     let mut retries = 0;
+    let mut attempted = Attempted::default();
     loop {
         let retry_possible = replay && policy.is_some_and(|p| retries < p.attempts);
         let started = clock::now_nanos();
         let Some(backend) = pool.pick(key, Some(client), &tried, started).map(Arc::clone) else {
-            return respond::no_backend();
+            attempted.backend = None;
+            return (respond::no_backend(), attempted);
         };
+        attempted.backend = Some(backend.address);
+        attempted.retries = retries;
         let head = match (&parts, retry_possible) {
             (Some(head), true) => {
                 tried.push(backend.id);
@@ -129,12 +235,14 @@ async fn forward(
             Err(error) => error.status(),
         };
         backend.metrics.record(status.as_u16(), took, now);
+        attempted.upstream_nanos = Some(took);
         let can_retry = retry_possible && retryable && pool.try_retry();
         if !can_retry {
-            return match attempt {
+            let response = match attempt {
                 Ok(attempt) => finish(attempt, &backend),
                 Err(error) => failed(pool, &backend, &error, took),
             };
+            return (response, attempted);
         }
         let policy = policy.expect("can_retry implies a policy");
         match &attempt {
