@@ -10,20 +10,6 @@ use common::*;
 use http::Request;
 use http_body_util::BodyExt;
 
-const ALGORITHMS: [&str; 11] = [
-    "round_robin",
-    "weighted_round_robin",
-    "least_connections",
-    "least_response_time",
-    "p2c",
-    "random",
-    "ip_hash",
-    "consistent_hash",
-    "maglev",
-    "bounded_consistent_hash",
-    "adaptive",
-];
-
 async fn get_with(client: &Client, url: &str, header: Option<(&str, String)>) -> (u16, String) {
     let mut request = Request::get(url);
     if let Some((name, value)) = header {
@@ -42,7 +28,7 @@ async fn every_algorithm_is_selectable_by_config_and_serves() {
     let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.address)).collect();
     let mut config = String::new();
     let mut listens = Vec::new();
-    for algorithm in ALGORITHMS {
+    for &algorithm in fulcrum_balance::Algorithm::NAMES {
         let listen = local(free_port());
         let key = if algorithm.contains("hash") && algorithm != "ip_hash" || algorithm == "maglev" {
             "hash_key = \"header:x-user\"\n"

@@ -121,7 +121,7 @@ async fn eight_mib_upload_and_download_stream_intact() {
     .await;
     let listen = local(free_port());
     let lb = Fulcrum::start(&http_config(listen, "round_robin", &[backend.address], ""), listen);
-    let peak_before = peak_rss_kib(lb.child.id());
+    let peak_before = memory_kib(lb.child.id(), "VmHWM:");
     let upload = pattern(EIGHT_MIB);
     let request = Request::post(format!("http://{listen}/upload"))
         .body(Full::new(Bytes::from(upload.clone())).map_err(|n| match n {}).boxed())
@@ -137,21 +137,8 @@ async fn eight_mib_upload_and_download_stream_intact() {
     assert_eq!(fnv(&downloaded, FNV_START), fnv(&upload, FNV_START));
     // Streamed, not buffered: 8 MiB went each way, and the balancer's
     // peak memory grew by far less than either body.
-    let growth = peak_rss_kib(lb.child.id()) - peak_before;
+    let growth = memory_kib(lb.child.id(), "VmHWM:") - peak_before;
     assert!(growth < 4 * 1024, "balancer peak RSS grew {growth} KiB: bodies are being buffered");
-}
-
-fn peak_rss_kib(pid: u32) -> i64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

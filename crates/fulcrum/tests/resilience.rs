@@ -203,11 +203,11 @@ async fn a_flapping_backend_under_a_soak_loses_no_get_and_leaks_no_memory() {
         }
         up = !up;
         if rss_after_warmup.is_none() && started.elapsed() >= Duration::from_secs(10) {
-            rss_after_warmup = Some(rss_kib(lb.child.id()));
+            rss_after_warmup = Some(memory_kib(lb.child.id(), "VmRSS:"));
         }
     }
     let (ok, failed) = load.finish().await;
-    let growth = rss_kib(lb.child.id()) - rss_after_warmup.unwrap();
+    let growth = memory_kib(lb.child.id(), "VmRSS:") - rss_after_warmup.unwrap();
     eprintln!(
         "soak: {ok} GETs ok, {failed} failed; RSS {} KiB after warm-up, grew {growth} KiB",
         rss_after_warmup.unwrap()
@@ -219,19 +219,6 @@ async fn a_flapping_backend_under_a_soak_loses_no_get_and_leaks_no_memory() {
         let _ = backend.kill();
         let _ = backend.wait();
     }
-}
-
-fn rss_kib(pid: u32) -> i64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,43 +55,38 @@ pub async fn handle(
     };
     let client = connection.client.addr;
     let logging = access_log.map(|log| (log, request_id(&mut parts)));
-    let log =
-        |mut response: Response<ProxyBody>, pool: Option<&Pool>, attempted: Attempted, parts: &Parts| {
-            if let Some((log, request_id)) = &logging {
-                let mut entry =
-                    entry(parts, started, client, request_id.clone(), &attempted, response.status());
-                if let Some(pool) = pool {
-                    entry.pool = Arc::clone(&pool.name);
-                    entry.reason = reason(pool, &attempted);
-                }
-                response.body_mut().log_when_sent(Arc::clone(log), entry);
+    // The client's request line and headers as received, for the log.
+    let original = logging.as_ref().map(|_| clone_parts(&parts));
+    let log = |mut response: Response<ProxyBody>, pool: Option<&Pool>, attempted: Attempted| {
+        if let (Some((log, request_id)), Some(head)) = (&logging, &original) {
+            let mut entry = entry(head, started, client, request_id.clone(), &attempted, response.status());
+            if let Some(pool) = pool {
+                entry.pool = Arc::clone(&pool.name);
+                entry.reason = reason(pool, &attempted);
             }
-            response
-        };
+            response.body_mut().log_when_sent(Arc::clone(log), entry);
+        }
+        response
+    };
     if let Some(reason) = headers::malformed(&parts) {
-        return Ok(log(respond::plain(StatusCode::BAD_REQUEST, reason), None, Attempted::default(), &parts));
+        return Ok(log(respond::plain(StatusCode::BAD_REQUEST, reason), None, Attempted::default()));
     }
     let key = pool.config.algorithm.uses_key().then(|| hash_key::request_key(&parts, client, &pool.config));
     let upgrade = headers::is_upgrade(&parts);
-    // The client's request line and headers as received, for the log.
-    let original = logging.as_ref().map(|_| clone_parts(&parts));
     headers::prepare_request(&mut parts, &connection.client, upgrade);
     if upgrade {
         let Some(backend) = pool.pick(key, Some(client), &[], started).map(Arc::clone) else {
-            return Ok(log(
-                respond::no_backend(),
-                Some(&pool),
-                Attempted::default(),
-                original.as_ref().unwrap_or(&parts),
-            ));
+            return Ok(log(respond::no_backend(), Some(&pool), Attempted::default()));
         };
         let target = Target::new(&backend, &pool);
         let attempted = Attempted { backend: Some(backend.address), ..Attempted::default() };
-        let request = Request::from_parts(clone_parts(&parts), RequestBody::Streaming(body));
+        // The parts themselves, not a copy: hyper keeps the client side of
+        // the protocol switch in the request's extensions.
+        let request = Request::from_parts(parts, RequestBody::Streaming(body));
         let forwarded =
             upgrade::forward(request, &target, pool.timeouts.response_header, backend.load.start()).await;
         let response = forwarded.unwrap_or_else(|e| failed(&pool, &backend, &e, 0));
-        return Ok(log(response, Some(&pool), attempted, original.as_ref().unwrap_or(&parts)));
+        return Ok(log(response, Some(&pool), attempted));
     }
     let forwarding = forward(&pool, parts, body, key, client);
     let (response, attempted) = match pool.timeouts.request {
@@ -101,10 +96,7 @@ pub async fn handle(
             (respond::plain(StatusCode::GATEWAY_TIMEOUT, message), Attempted::default())
         }),
     };
-    Ok(match &original {
-        Some(head) => log(response, Some(&pool), attempted, head),
-        None => response,
-    })
+    Ok(log(response, Some(&pool), attempted))
 }
 
 /// The request's `X-Request-Id`, generated (and added, so the backend gets

@@ -197,3 +197,11 @@ pub fn http_config(listen: SocketAddr, algorithm: &str, backends: &[SocketAddr],
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
+
+/// A `/proc/PID/status` figure in KiB: `VmRSS` (now) or `VmHWM` (peak).
+pub fn memory_kib(pid: u32, field: &str) -> i64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line =
+        status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in {status}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
