@@ -16,6 +16,7 @@ mod resilience;
 mod runtime;
 mod span;
 mod validate;
+mod validate_listener;
 
 pub use diff::{diff, Change};
 pub use duration::parse_duration;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::ConfigError;
-use crate::file::{BackendFile, FileConfig, ListenerFile, PoolFile, RouteFile};
+use crate::file::{BackendFile, FileConfig, PoolFile};
 use crate::model::*;
 use crate::parse_duration;
 use crate::span::{self, KeyPath};
@@ -45,7 +45,7 @@ pub fn validate(raw: FileConfig, text: &str, base_dir: &Path) -> Result<Config, 
 
 pub(crate) struct Validator<'a> {
     text: &'a str,
-    base_dir: &'a Path,
+    pub(crate) base_dir: &'a Path,
     errors: Vec<ConfigError>,
 }
 
@@ -59,7 +59,7 @@ impl Validator<'_> {
     }
 
     /// `value` with every `${NAME}` replaced by that environment variable.
-    fn string(&mut self, path: &KeyPath, value: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, path: &KeyPath, value: &str) -> Option<String> {
         let mut out = String::with_capacity(value.len());
         let mut rest = value;
         while let Some(start) = rest.find("${") {
@@ -97,7 +97,7 @@ impl Validator<'_> {
         }
     }
 
-    fn socket_addr(&mut self, path: &KeyPath, value: &str) -> Option<SocketAddr> {
+    pub(crate) fn socket_addr(&mut self, path: &KeyPath, value: &str) -> Option<SocketAddr> {
         let value = self.string(path, value)?;
         match value.parse() {
             Ok(addr) => Some(addr),
@@ -176,162 +176,6 @@ impl Validator<'_> {
             );
         }
         Some(Admin { listen, token, watch_config: raw.watch_config.unwrap_or(false) })
-    }
-
-    fn listeners(&mut self, raw: &[ListenerFile], path: &KeyPath, pools: &HashSet<&str>) -> Vec<Listener> {
-        let mut names = HashSet::new();
-        let mut addresses = HashSet::new();
-        let mut listeners = Vec::new();
-        for (i, listener) in raw.iter().enumerate() {
-            let path = path.index(i);
-            if listener.name.is_empty() {
-                self.error(&path.key("name"), "must not be empty");
-            } else if !names.insert(listener.name.as_str()) {
-                self.error(
-                    &path.key("name"),
-                    format!("another listener is already named `{}`", listener.name),
-                );
-            }
-            let listen = self.socket_addr(&path.key("listen"), &listener.listen);
-            if let Some(addr) = listen {
-                if !addresses.insert(addr) {
-                    self.error(&path.key("listen"), format!("another listener already listens on {addr}"));
-                }
-            }
-            if let Some(built) = self.listener(listener, &path, listen, pools) {
-                listeners.push(built);
-            }
-        }
-        listeners
-    }
-
-    fn listener(
-        &mut self,
-        raw: &ListenerFile,
-        path: &KeyPath,
-        listen: Option<SocketAddr>,
-        pools: &HashSet<&str>,
-    ) -> Option<Listener> {
-        let protocol = match raw.protocol.as_deref().unwrap_or("http") {
-            "http" => Protocol::Http,
-            "https" => Protocol::Https,
-            "tcp" => Protocol::Tcp,
-            other => {
-                self.error(
-                    &path.key("protocol"),
-                    format!("unknown protocol `{other}`; expected http, https or tcp"),
-                );
-                return None;
-            }
-        };
-        self.pool_ref(&path.key("pool"), &raw.pool, pools);
-        let tls = match (&raw.tls, protocol) {
-            (Some(tls), Protocol::Https) => self.tls(tls, &path.key("tls")),
-            (None, Protocol::Https) => {
-                self.error(&path.key("protocol"), "an https listener needs `tls = { certificates = [...] }`");
-                None
-            }
-            (Some(_), _) => {
-                self.error(&path.key("tls"), "only an https listener takes `tls`");
-                None
-            }
-            (None, _) => None,
-        };
-        if protocol == Protocol::Tcp && !raw.routes.is_empty() {
-            self.error(&path.key("routes"), "a tcp listener cannot route by HTTP rules; remove `routes`");
-        }
-        let routes = raw
-            .routes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| self.route(r, &path.key("routes").index(i), pools))
-            .collect();
-        Some(Listener {
-            name: raw.name.clone(),
-            listen: listen?,
-            protocol,
-            pool: raw.pool.clone(),
-            tls,
-            routes,
-        })
-    }
-
-    fn pool_ref(&mut self, path: &KeyPath, name: &str, pools: &HashSet<&str>) {
-        if !pools.contains(name) {
-            self.error(path, format!("no pool named `{name}` (define it as [pools.{name}])"));
-        }
-    }
-
-    fn tls(&mut self, raw: &crate::file::TlsFile, path: &KeyPath) -> Option<Tls> {
-        if raw.certificates.is_empty() {
-            self.error(&path.key("certificates"), "needs at least one { cert, key } pair");
-        }
-        let mut certificates = Vec::new();
-        for (i, pair) in raw.certificates.iter().enumerate() {
-            let path = path.key("certificates").index(i);
-            let cert = self.existing_file(&path.key("cert"), &pair.cert);
-            let key = self.existing_file(&path.key("key"), &pair.key);
-            certificates.push(CertificatePaths { cert: cert?, key: key? });
-        }
-        Some(Tls { certificates })
-    }
-
-    fn existing_file(&mut self, path: &KeyPath, value: &str) -> Option<std::path::PathBuf> {
-        let file = self.base_dir.join(self.string(path, value)?);
-        if file.is_file() {
-            Some(file)
-        } else {
-            self.error(path, format!("no such file: {}", file.display()));
-            None
-        }
-    }
-
-    fn route(&mut self, raw: &RouteFile, path: &KeyPath, pools: &HashSet<&str>) -> Option<Route> {
-        let host = raw.host.as_ref().map(|h| match h.to_ascii_lowercase().strip_prefix('*') {
-            Some(suffix) => HostMatch::Wildcard(suffix.to_string()),
-            None => HostMatch::Exact(h.to_ascii_lowercase()),
-        });
-        if let Some(HostMatch::Wildcard(suffix)) = &host {
-            if !suffix.starts_with('.') {
-                self.error(&path.key("host"), "a wildcard host must look like \"*.example.com\"");
-            }
-        }
-        if let Some(prefix) = &raw.path_prefix {
-            if !prefix.starts_with('/') {
-                self.error(&path.key("path_prefix"), "must start with `/`");
-            }
-        }
-        let methods: Vec<String> = raw.methods.iter().flatten().map(|m| m.to_ascii_uppercase()).collect();
-        for (i, method) in methods.iter().enumerate() {
-            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-                self.error(&path.key("methods").index(i), format!("`{method}` is not an HTTP method"));
-            }
-        }
-        let headers =
-            raw.headers.iter().flatten().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
-        let target = match (&raw.pool, &raw.split) {
-            (Some(pool), None) => {
-                self.pool_ref(&path.key("pool"), pool, pools);
-                RouteTarget::Pool(pool.clone())
-            }
-            (None, Some(split)) => {
-                if split.is_empty() {
-                    self.error(&path.key("split"), "needs at least one { pool, weight }");
-                }
-                for (i, part) in split.iter().enumerate() {
-                    self.pool_ref(&path.key("split").index(i).key("pool"), &part.pool, pools);
-                }
-                if split.iter().all(|p| p.weight == 0) {
-                    self.error(&path.key("split"), "at least one weight must be above zero");
-                }
-                RouteTarget::Split(split.iter().map(|p| (p.pool.clone(), p.weight)).collect())
-            }
-            _ => {
-                self.error(path, "a route needs exactly one of `pool` or `split`");
-                return None;
-            }
-        };
-        Some(Route { host, path_prefix: raw.path_prefix.clone(), methods, headers, target })
     }
 
     fn pool(&mut self, raw: &PoolFile, path: &KeyPath) -> Option<Pool> {

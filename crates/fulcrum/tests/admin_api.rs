@@ -204,6 +204,13 @@ async fn twenty_api_reloads_under_load_fail_no_request_and_a_broken_file_is_refu
         let (status, body) = call(admin, Method::POST, "/api/v1/reload", "", Some("t")).await;
         assert_eq!(status, 200, "{body}");
         assert!(!body["changes"].as_array().unwrap().is_empty(), "round {round}: {body}");
+        // Let traffic flow on each config before the next reload.
+        let served = ok.load(Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ok.load(Ordering::SeqCst) < served + 20 {
+            assert!(Instant::now() < deadline, "no traffic after reload {round}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     lb.write_config(&one.replace("round_robin", "fastest"));
     let (status, body) = call(admin, Method::POST, "/api/v1/reload", "", Some("t")).await;
