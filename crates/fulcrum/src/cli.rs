@@ -27,7 +27,7 @@ pub enum Command {
         #[arg(short, long, default_value = "fulcrum.toml")]
         config: PathBuf,
     },
-    /// Start built-in demo backends, a balancer on 127.0.0.1:8080 and the admin page on 127.0.0.1:9090.
+    /// Start built-in demo backends, a balancer on 127.0.0.1:8080 and the dashboard on 127.0.0.1:9090, with light traffic to watch.
     Demo,
     /// A small test backend: every path answers 200 with its name, /health answers {"status":"ok"}.
     Backend(BackendArgs),

@@ -1,6 +1,9 @@
 //! `fulcrum demo`: the newcomer's first command. Starts four built-in
 //! backends of different speeds (one flaky), a balancer on 127.0.0.1:8080
-//! over them and the admin page on 127.0.0.1:9090, and runs until Ctrl-C.
+//! over them (p2c with health checks, outlier detection and retries) and
+//! the dashboard on 127.0.0.1:9090, and sends it a light stream of requests
+//! (20 per second, loopback only) so the dashboard has something to explain.
+//! Runs until Ctrl-C.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -28,6 +31,24 @@ const BACKENDS: [DemoBackend; 4] = [
     DemoBackend { name: "flaky", listen: "127.0.0.1:9004", latency_ms: 10, error_rate: 0.2 },
 ];
 
+/// Sends the balancer a request every 50 ms, for as long as the demo runs.
+async fn steady_traffic() {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let client = client.clone();
+        tokio::spawn(async move {
+            let uri = format!("http://{BALANCER}/").parse().expect("a valid demo URI");
+            if let Ok(response) = client.get(uri).await {
+                // Read the body so the connection is reused.
+                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+            }
+        });
+    }
+}
+
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub fn run() -> ExitCode {
     match crate::run::runtime(0).and_then(|rt| rt.block_on(demo())) {
@@ -43,7 +64,10 @@ fn config_text() -> String {
         .collect();
     format!(
         "[server]\ngraceful_timeout = \"5s\"\n\n[admin]\nlisten = \"{ADMIN}\"\n\n[[listeners]]\nname = \"demo\"\n\
-         listen = \"{BALANCER}\"\npool = \"demo\"\n\n[pools.demo]\nalgorithm = \"round_robin\"\nbackends = [\n{}\n]\n",
+         listen = \"{BALANCER}\"\npool = \"demo\"\n\n[pools.demo]\nalgorithm = \"p2c\"\n\
+         health_check = {{ path = \"/health\", interval = \"1s\" }}\n\
+         passive_health = {{ consecutive_5xx = 3, ejection_time = \"10s\", max_ejection_percent = 25 }}\n\
+         retries = {{ attempts = 1, on = [\"5xx\", \"gateway-error\"] }}\nbackends = [\n{}\n]\n",
         backends.join("\n")
     )
 }
@@ -70,7 +94,7 @@ async fn demo() -> anyhow::Result<()> {
         crate::run::start(None, config.clone(), fulcrum_config::Overlay::default(), config).await?;
 
     println!("Fulcrum demo is running.\n");
-    println!("  balancer   http://{BALANCER}/      (round_robin over {} backends)", BACKENDS.len());
+    println!("  balancer   http://{BALANCER}/      (p2c over {} backends, health checks, outlier detection, retries)", BACKENDS.len());
     println!("  dashboard  http://{ADMIN}/");
     println!("  stats      http://{ADMIN}/stats\n");
     for b in &BACKENDS {
@@ -81,8 +105,12 @@ async fn demo() -> anyhow::Result<()> {
         };
         println!("  backend {:<7} {}  ~{} ms{flaky}", b.name, b.listen, b.latency_ms);
     }
+    println!("\nThe demo sends the balancer 20 requests/s: open the dashboard to watch p2c keep");
+    println!("traffic off the slow backend and outlier detection eject the flaky one now and then.");
     println!("\nTry:  for i in $(seq 8); do curl -s http://{BALANCER}/; done");
+    println!("      fulcrum simulate        (the same algorithms, compared in virtual time)");
     println!("Stop: Ctrl-C\n");
+    tokio::spawn(steady_traffic());
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
