@@ -127,18 +127,24 @@ async fn hashing_keeps_keys_across_restarts_and_moves_only_the_removed_backends_
             "{algorithm}: placement changed across a restart"
         );
 
-        // Remove `c` by reload: only c's keys move.
+        // Remove `c` by reload: c's keys move. On a ring nothing else does;
+        // Maglev promises minimal disruption, not none (a few table entries
+        // of other backends shift; its unit test bounds that at 2% of the
+        // table), so a key or two of 60 may move with it.
         lb.write_config(&http_config(listen, algorithm, &[addresses[0], addresses[1], addresses[3]], key));
         lb.signal("HUP");
         lb.wait_for_log("reload applied: pool `app` changed");
         let after = placements(&client, listen).await;
         assert!(before.iter().any(|o| o == "c"), "{algorithm}: no key was on c to begin with");
+        let mut others_moved = 0;
         for (b, a) in before.iter().zip(&after) {
             if b == "c" {
                 assert_ne!(a, "c");
-            } else {
-                assert_eq!(a, b, "{algorithm}: a key not on the removed backend moved");
+            } else if a != b {
+                others_moved += 1;
             }
         }
+        let allowed = if algorithm == "maglev" { 3 } else { 0 };
+        assert!(others_moved <= allowed, "{algorithm}: {others_moved} keys not on the removed backend moved");
     }
 }
