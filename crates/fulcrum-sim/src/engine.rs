@@ -56,8 +56,8 @@ enum Event {
 }
 
 struct Request {
+    /// Arrival, which is also dispatch: a request queues at its backend.
     arrived: u64,
-    dispatched: u64,
     service: f64,
     backend: usize,
     failed: bool,
@@ -208,14 +208,7 @@ impl Engine<'_> {
         if let Some(second) = self.run.per_second[backend].get_mut((now / SECOND) as usize) {
             *second += 1;
         }
-        let request = Request {
-            arrived: now,
-            dispatched: now,
-            service,
-            backend,
-            failed: false,
-            _in_flight: b.load.start(),
-        };
+        let request = Request { arrived: now, service, backend, failed: false, _in_flight: b.load.start() };
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.requests[slot] = Some(request);
@@ -263,7 +256,7 @@ impl Engine<'_> {
         let backend = &mut self.backends[request.backend];
         backend.busy -= 1;
         if !request.failed {
-            backend.load.observe_latency(now - request.dispatched, now);
+            backend.load.observe_latency(latency, now);
             let _ = self.run.latency_us.record((latency / 1000).max(1));
             if self.scenario.timeout.is_none_or(|t| latency <= t.as_nanos() as u64) {
                 self.run.successes += 1;

@@ -15,16 +15,47 @@ use common::*;
 use http::Request;
 use http_body_util::BodyExt;
 
-/// A `fulcrum backend` process on `address`.
-fn start_backend(address: SocketAddr, name: &str) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["backend", "--listen", &address.to_string(), "--name", name])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(address);
-    child
+/// A `fulcrum backend` process, killed when dropped (also when a test fails).
+struct BackendProcess(Child);
+
+impl BackendProcess {
+    /// Starts one on `address` and waits until it accepts.
+    fn start(address: SocketAddr, name: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(["backend", "--listen", &address.to_string(), "--name", name])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(address);
+        Self(child)
+    }
+
+    /// SIGKILLs it and waits until it is gone.
+    fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for BackendProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Three backend processes behind a Fulcrum with health checks, retries
+/// and an admin listener; returns them with the backends' addresses and
+/// the balancer's and admin API's addresses.
+fn three_backends_behind_fulcrum() -> (Vec<BackendProcess>, [SocketAddr; 3], Fulcrum, SocketAddr, SocketAddr)
+{
+    let addresses = [local(free_port()), local(free_port()), local(free_port())];
+    let backends =
+        addresses.iter().enumerate().map(|(i, a)| BackendProcess::start(*a, &format!("b{i}"))).collect();
+    let (listen, admin) = (local(free_port()), local(free_port()));
+    let lb = Fulcrum::start(&resilient_config(listen, admin, &addresses), admin);
+    (backends, addresses, lb, listen, admin)
 }
 
 /// The admin API's view of one backend.
@@ -98,16 +129,16 @@ fn resilient_config(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAdd
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_backend_costs_no_failed_get_and_returns_after_rise() {
-    let addresses = [local(free_port()), local(free_port()), local(free_port())];
-    let mut backends: Vec<Child> =
-        addresses.iter().enumerate().map(|(i, a)| start_backend(*a, &format!("b{i}"))).collect();
-    let (listen, admin) = (local(free_port()), local(free_port()));
-    let _lb = Fulcrum::start(&resilient_config(listen, admin, &addresses), admin);
+    let (mut backends, addresses, _lb, listen, admin) = three_backends_behind_fulcrum();
     let load = Load::start(listen, 4, Duration::from_secs(30));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Kill only once traffic is flowing over every backend.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while load.ok.load(Ordering::SeqCst) < 200 {
+        assert!(Instant::now() < deadline, "the load never got going");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
-    backends[1].kill().unwrap();
-    backends[1].wait().unwrap();
+    backends[1].kill();
     let killed = Instant::now();
     while backend_stats(admin, addresses[1]).await["health"] != "unhealthy" {
         assert!(killed.elapsed() < Duration::from_secs(5), "the dead backend was never marked down");
@@ -118,7 +149,7 @@ async fn a_killed_backend_costs_no_failed_get_and_returns_after_rise() {
     assert!(detection <= Duration::from_millis(2 * 220 + 200 + 150), "marked down after {detection:?}");
 
     let restarted = Instant::now();
-    backends[1] = start_backend(addresses[1], "b1");
+    backends[1] = BackendProcess::start(addresses[1], "b1");
     let served_before = backend_stats(admin, addresses[1]).await["requests_total"].as_u64().unwrap();
     while backend_stats(admin, addresses[1]).await["requests_total"].as_u64().unwrap() <= served_before {
         assert!(
@@ -134,10 +165,6 @@ async fn a_killed_backend_costs_no_failed_get_and_returns_after_rise() {
     eprintln!("kill/restart: {ok} GETs ok, {failed} failed; down after {detection:?}, traffic back after {recovery:?}");
     assert_eq!(failed, 0, "{failed} GETs failed ({ok} succeeded)");
     assert!(ok > 200, "too little load: {ok}");
-    for mut backend in backends {
-        backend.kill().unwrap();
-        backend.wait().unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,11 +210,7 @@ async fn an_open_circuit_takes_no_traffic_until_the_wait_then_exactly_the_half_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flapping_backend_under_a_soak_loses_no_get_and_leaks_no_memory() {
-    let addresses = [local(free_port()), local(free_port()), local(free_port())];
-    let mut backends: Vec<Child> =
-        addresses.iter().enumerate().map(|(i, a)| start_backend(*a, &format!("b{i}"))).collect();
-    let (listen, admin) = (local(free_port()), local(free_port()));
-    let lb = Fulcrum::start(&resilient_config(listen, admin, &addresses), admin);
+    let (mut backends, addresses, lb, listen, _admin) = three_backends_behind_fulcrum();
     let load = Load::start(listen, 4, Duration::from_secs(90));
     let soak = Duration::from_secs(60);
     let started = Instant::now();
@@ -196,10 +219,9 @@ async fn a_flapping_backend_under_a_soak_loses_no_get_and_leaks_no_memory() {
     while started.elapsed() < soak {
         tokio::time::sleep(Duration::from_secs(2)).await;
         if up {
-            backends[2].kill().unwrap();
-            backends[2].wait().unwrap();
+            backends[2].kill();
         } else {
-            backends[2] = start_backend(addresses[2], "flapper");
+            backends[2] = BackendProcess::start(addresses[2], "flapper");
         }
         up = !up;
         if rss_after_warmup.is_none() && started.elapsed() >= Duration::from_secs(10) {
@@ -215,10 +237,6 @@ async fn a_flapping_backend_under_a_soak_loses_no_get_and_leaks_no_memory() {
     assert_eq!(failed, 0, "{failed} GETs failed ({ok} succeeded)");
     assert!(ok > 5_000, "too little load: {ok}");
     assert!(growth < 4 * 1024, "RSS grew {growth} KiB over 50 s of soak");
-    for mut backend in backends {
-        let _ = backend.kill();
-        let _ = backend.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -228,7 +228,11 @@ async fn forward(
         };
         backend.metrics.record(status.as_u16(), took, now);
         attempted.upstream_nanos = Some(took);
-        let can_retry = retry_possible && retryable && pool.try_retry();
+        // A refused connection did no work upstream, so retrying it cannot
+        // amplify load: it is not charged to the retry budget, which exists
+        // to stop retry storms on struggling backends (timeouts, resets, 5xx).
+        let refused = matches!(attempt, Err(UpstreamError::Connect(_)));
+        let can_retry = retry_possible && retryable && (refused || pool.try_retry());
         if !can_retry {
             let response = match attempt {
                 Ok(attempt) => finish(attempt, &backend),
