@@ -93,3 +93,52 @@ async fn metrics_carry_specs_names_and_real_values_and_pass_promtool() {
     assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
     assert!(openmetrics.ends_with("# EOF\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_failures_still_count_against_their_backend() {
+    let ok = named_backend("ok").await;
+    let failing = backend(|_request| async move {
+        let mut response = text("no");
+        *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        response
+    })
+    .await;
+    let (listen, admin) = (local(free_port()), local(free_port()));
+    let config = http_config(
+        listen,
+        "round_robin",
+        &[ok.address, failing.address],
+        "retries = { attempts = 1, on = [\"5xx\"], backoff = \"1ms\" }",
+    ) + &format!("[admin]\nlisten = \"{admin}\"\n");
+    let _lb = Fulcrum::start(&config, admin);
+    let client = client();
+    for _ in 0..10 {
+        assert_eq!(
+            get(&client, &format!("http://{listen}/")).await,
+            (200, "ok".to_string()),
+            "retried on the good backend"
+        );
+    }
+    let response =
+        client.request(Request::get(format!("http://{admin}/stats")).body(full("")).unwrap()).await.unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let failing_stats = stats["pools"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == failing.address.to_string())
+        .unwrap()
+        .clone();
+    let attempts = failing_stats["requests_total"].as_u64().unwrap();
+    assert_eq!(attempts, failing.hits() as u64);
+    assert!(attempts >= 4, "round robin sent the failing backend about half the first attempts: {attempts}");
+    assert_eq!(
+        failing_stats["errors_total"].as_u64(),
+        Some(attempts),
+        "every failed attempt counts, retried or not"
+    );
+    let (_, text) = scrape(admin, None).await;
+    assert!(text.contains("lb_retries_total{pool=\"app\"} "), "{text}");
+    assert!(!text.contains("lb_retries_total{pool=\"app\"} 0"), "retries were made");
+}

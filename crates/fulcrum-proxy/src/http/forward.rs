@@ -85,7 +85,10 @@ pub async fn handle(
         let request = Request::from_parts(parts, RequestBody::Streaming(body));
         let forwarded =
             upgrade::forward(request, &target, pool.timeouts.response_header, backend.load.start()).await;
-        let response = forwarded.unwrap_or_else(|e| failed(&pool, &backend, &e, 0));
+        let response = forwarded.unwrap_or_else(|e| {
+            backend.load.record_error();
+            failed(&pool, &backend, &e, 0)
+        });
         return Ok(log(response, Some(&pool), attempted));
     }
     let forwarding = forward(&pool, parts, body, key, client);
@@ -226,7 +229,11 @@ async fn forward(
             Ok((response, _, _)) => response.status(),
             Err(error) => error.status(),
         };
+        // Every attempt counts against its backend, retried or not.
         backend.metrics.record(status.as_u16(), took, now);
+        if status.is_server_error() {
+            backend.load.record_error();
+        }
         attempted.upstream_nanos = Some(took);
         // A refused connection did no work upstream, so retrying it cannot
         // amplify load: it is not charged to the retry budget, which exists
@@ -235,7 +242,7 @@ async fn forward(
         let can_retry = retry_possible && retryable && (refused || pool.try_retry());
         if !can_retry {
             let response = match attempt {
-                Ok(attempt) => finish(attempt, &backend),
+                Ok(attempt) => finish(attempt),
                 Err(error) => failed(pool, &backend, &error, took),
             };
             return (response, attempted);
@@ -279,18 +286,14 @@ async fn send(
 }
 
 /// Streams a backend's response to the client.
-fn finish((response, connection, in_flight): Attempt, backend: &Backend) -> Response<ProxyBody> {
+fn finish((response, connection, in_flight): Attempt) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
-    if parts.status.is_server_error() {
-        backend.load.record_error();
-    }
     headers::prepare_response(&mut parts.headers, false);
     Response::from_parts(parts, ProxyBody::upstream(body, Some(connection), in_flight))
 }
 
-/// Counts and logs a failed attempt on `backend` and answers the client.
+/// Logs a failed attempt on `backend` and answers the client.
 fn failed(pool: &Pool, backend: &Backend, error: &UpstreamError, took: u64) -> Response<ProxyBody> {
-    backend.load.record_error();
     tracing::warn!(pool = %pool.name, backend = %backend.address, error = %error, took_ms = took / 1_000_000, "request to backend failed");
     respond::plain(error.status(), error.client_message())
 }
