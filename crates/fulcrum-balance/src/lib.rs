@@ -31,4 +31,4 @@ pub use ewma::{Ewma, PeakEwma};
 pub use hash::{hash64, mix64};
 pub use load::{InFlight, Load, DEFAULT_RTT_NANOS, EWMA_TAU_NANOS, PEAK_EWMA_TAU_NANOS};
 pub use rng::SplitMix64;
-pub use selector::{Member, PickContext, Selector};
+pub use selector::{scan, Member, PickContext, Selector, MAX_CANDIDATES};

@@ -36,6 +36,18 @@ pub struct PickContext<'a> {
     pub rng: &'a mut SplitMix64,
 }
 
+/// Most candidates a pick offers `accept` in the algorithm's own order
+/// before it falls back to [`scan`] (pingora's `select_with(key,
+/// max_iterations, accept)`): with most backends rejected, a walk over a
+/// precomputed cycle or ring could otherwise touch every entry of it.
+pub const MAX_CANDIDATES: usize = 64;
+
+/// The fallback of a bounded walk: members `start, start + 1, …` (mod
+/// `len`), the first one `accept` admits. At most `len` calls.
+pub fn scan(len: usize, start: usize, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
+    (0..len).map(|i| (start + i) % len).find(|&i| accept(i))
+}
+
 /// A balancing algorithm, built for one membership.
 pub trait Selector: Send + Sync + fmt::Debug {
     /// The index (into the members it was built from) of the best candidate

@@ -22,13 +22,39 @@ pub enum UpstreamError {
     /// The connection broke before a response arrived.
     #[error("the backend closed or reset the connection: {0}")]
     Send(hyper::Error),
+    /// The pool's request timeout ran out while the backend worked.
+    #[error("the request took longer than the pool's request timeout")]
+    RequestTimeout,
+    /// The client's request body broke (malformed chunked encoding, or the
+    /// client went away): the client's fault, never the backend's.
+    #[error("the client's request body could not be read: {0}")]
+    ClientBody(hyper::Error),
 }
 
 impl UpstreamError {
-    /// The status the client gets: 504 for timeouts, else 502.
+    /// A failed send: the client's fault when the request body (a "user"
+    /// body to hyper's client) failed, else the backend's.
+    pub fn from_send(error: hyper::Error) -> Self {
+        if error.is_user() {
+            Self::ClientBody(error)
+        } else {
+            Self::Send(error)
+        }
+    }
+
+    /// Whether the client, not the backend, broke the exchange.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, Self::ClientBody(_))
+    }
+
+    /// The status the client gets: 504 for timeouts, 400 for the client's
+    /// own broken body, else 502.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::ConnectTimeout | Self::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::ConnectTimeout | Self::ResponseTimeout | Self::RequestTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            Self::ClientBody(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -40,6 +66,8 @@ impl UpstreamError {
             Self::ResponseTimeout => "the backend did not answer in time\n",
             Self::Connect(_) | Self::Handshake(_) => "the backend could not be reached\n",
             Self::Send(_) => "the backend closed the connection before answering\n",
+            Self::RequestTimeout => "the request took longer than the pool's request timeout\n",
+            Self::ClientBody(_) => "the request body could not be read\n",
         }
     }
 }

@@ -13,11 +13,15 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
-use fulcrum_balance::resilience::{BreakerState, CircuitBreaker, Health, Outcome, OutlierDetector};
+use fulcrum_balance::resilience::{BreakerState, CircuitBreaker, Health, Outcome, OutlierDetector, Permit};
 use fulcrum_config::Pool as PoolConfig;
 
 /// "Blocked until" value of a half-open breaker with no permits left.
 const UNTIL_A_PROBE_ENDS: u64 = u64::MAX;
+
+/// A circuit breaker refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerRefused;
 
 /// Availability state of one backend.
 #[derive(Debug)]
@@ -110,29 +114,43 @@ impl Guards {
         opened.iter().filter(|&&at| now.saturating_sub(at) <= window).count()
     }
 
-    /// Takes a breaker permit for a call starting at `now` (always granted
-    /// without a breaker).
-    pub fn admit(&self, now: u64, address: SocketAddr) -> bool {
-        let Some(breaker) = &self.breaker else { return true };
+    /// Takes a breaker permit for a call starting at `now`: `Ok(None)`
+    /// without a breaker, `Err` when the breaker refuses the call.
+    pub fn admit(&self, now: u64, address: SocketAddr) -> Result<Option<Permit>, BreakerRefused> {
+        let Some(breaker) = &self.breaker else { return Ok(None) };
         let mut breaker = breaker.lock().unwrap_or_else(|p| p.into_inner());
         let before = breaker.state();
-        let admitted = breaker.try_acquire(now);
+        let permit = breaker.try_acquire(now);
         self.mirror_breaker(&breaker, now, before, address);
-        admitted
+        permit.map(Some).ok_or(BreakerRefused)
     }
 
-    /// Records a finished call. `may_eject` is the pool's ejection cap.
+    /// Hands back the permit of a call that ended without an outcome.
+    pub fn cancel(&self, permit: Permit, address: SocketAddr) {
+        let Some(breaker) = &self.breaker else { return };
+        let mut breaker = breaker.lock().unwrap_or_else(|p| p.into_inner());
+        let before = breaker.state();
+        breaker.cancel(permit);
+        self.mirror_breaker(&breaker, crate::clock::now_nanos(), before, address);
+    }
+
+    /// Records a finished call that held `permit`. `may_eject` answers
+    /// whether the pool's ejection cap allows one more ejection; it is
+    /// asked only when outlier detection is about to eject.
     pub fn record(
         &self,
         outcome: Outcome,
+        permit: Option<Permit>,
         duration_nanos: u64,
         now: u64,
-        may_eject: bool,
+        may_eject: impl FnOnce() -> bool,
         address: SocketAddr,
     ) {
         if let Some(breaker) = &self.breaker {
             let mut breaker = breaker.lock().unwrap_or_else(|p| p.into_inner());
             let before = breaker.state();
+            // The permit is spent by recording; it only marks the call as admitted.
+            let _spent = permit;
             breaker.record(outcome != Outcome::Success, duration_nanos, now);
             self.mirror_breaker(&breaker, now, before, address);
         }

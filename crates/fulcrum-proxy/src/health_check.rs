@@ -3,41 +3,51 @@
 //! down — with ±10% jitter so probes of many backends do not align. The
 //! core's rise/fall checker decides the state; every transition is logged
 //! with its reason. A backend that comes back starts its slow-start ramp.
+//!
+//! The probe tasks of one pool generation belong to one [`Probers`] value
+//! (pingora's background service per config): the proxy keeps it next to
+//! the pool it built, and dropping it — when a reload replaces the pool's
+//! config, or the proxy stops — aborts every probe at once, whatever client
+//! connections still hold the old pool. A backend's health is therefore
+//! written by exactly one generation's prober.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use fulcrum_balance::resilience::{Health, HealthChecker, ProbeResult};
 use fulcrum_config::{HealthCheck, ProbeKind};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
+use crate::pool::Pool;
 
 /// Largest probe body read.
 const MAX_PROBE_BODY: usize = 64 * 1024;
 
-/// Starts probing every backend; cancel the token to stop.
-pub fn spawn(
-    pool: &str,
-    backends: &[Arc<Backend>],
-    check: &HealthCheck,
-    slow_start: bool,
-) -> CancellationToken {
-    let stop = CancellationToken::new();
-    for backend in backends {
-        let (pool, backend, check, stop) =
-            (pool.to_string(), Arc::clone(backend), check.clone(), stop.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = probe_forever(pool, backend, check, slow_start) => {}
-            }
-        });
+/// The probe tasks of one pool generation; dropping it stops them all.
+#[derive(Debug)]
+pub struct Probers {
+    _tasks: JoinSet<()>,
+}
+
+impl Probers {
+    /// Starts probing every backend of `pool`, when it configures health
+    /// checks. Must be called inside a tokio runtime.
+    pub fn start(pool: &Pool) -> Option<Self> {
+        let check = pool.config.health_check.as_ref()?;
+        let slow_start = pool.config.slow_start.is_some();
+        let mut tasks = JoinSet::new();
+        for backend in &pool.backends {
+            let (pool, backend, check) = (pool.name.to_string(), Arc::clone(backend), check.clone());
+            tasks.spawn(probe_forever(pool, backend, check, slow_start));
+        }
+        Some(Self { _tasks: tasks })
     }
-    stop
 }
 
 async fn probe_forever(pool: String, backend: Arc<Backend>, check: HealthCheck, slow_start: bool) {
@@ -130,4 +140,38 @@ async fn http_probe(stream: TcpStream, backend: &Backend, check: &HealthCheck) -
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fulcrum_balance::resilience::Health;
+
+    use super::Probers;
+    use crate::testing::pool;
+
+    #[tokio::test(start_paused = true)]
+    async fn probers_mark_a_dead_backend_down_and_stop_when_dropped() {
+        // Nothing listens on a port just released: every probe fails.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let pool = pool(
+            &[&format!("127.0.0.1:{port}")],
+            "health_check = { kind = \"tcp\", interval = \"1s\", timeout = \"500ms\", rise = 1, fall = 2 }",
+        );
+        let backend = std::sync::Arc::clone(&pool.backends[0]);
+        let probers = Probers::start(&pool).expect("the pool has health checks");
+        while backend.guards.health() != Health::Unhealthy {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(probers);
+        backend.guards.set_health(Health::Healthy);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(backend.guards.health(), Health::Healthy, "a dropped generation's prober wrote health");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_health_check_no_probers() {
+        assert!(Probers::start(&pool(&["127.0.0.1:9"], "")).is_none());
+    }
 }

@@ -8,6 +8,7 @@
 //! [`upstream`] connections.
 
 mod access_log;
+mod attempt;
 mod backend;
 mod clock;
 mod error;
@@ -23,6 +24,8 @@ mod route;
 mod server;
 mod stats;
 mod tcp;
+#[cfg(test)]
+mod testing;
 mod tiers;
 mod tls;
 mod upstream;

@@ -105,22 +105,31 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Accepto
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    let state = acceptor.state.load_full();
+    // Only what this connection needs is taken from the state: a
+    // keep-alive connection must not keep a replaced generation alive.
+    let (protocol, tcp_pool, tls) = {
+        let state = acceptor.state.load();
+        let tcp_pool = (state.protocol == Protocol::Tcp).then(|| Arc::clone(&state.default_pool));
+        (state.protocol, tcp_pool, state.tls.clone())
+    };
     let client = |proto: &'static str| ClientInfo {
         addr: peer.ip(),
         ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value"),
         proto: HeaderValue::from_static(proto),
     };
-    match state.protocol {
-        Protocol::Tcp => tcp::proxy(stream, peer, &state.default_pool).await,
+    match protocol {
+        Protocol::Tcp => {
+            if let Some(pool) = tcp_pool {
+                tcp::proxy(stream, peer, &pool).await;
+            }
+        }
         Protocol::Http => {
             let connection =
                 Arc::new(Connection { state: Arc::clone(&acceptor.state), client: client("http") });
             l7::serve(stream, &acceptor.builder, connection, acceptor.drain).await;
         }
         Protocol::Https => {
-            let Some(tls) = state.tls.clone().map(tokio_rustls::TlsAcceptor::from) else { return };
-            drop(state);
+            let Some(tls) = tls.map(tokio_rustls::TlsAcceptor::from) else { return };
             let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => return tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),

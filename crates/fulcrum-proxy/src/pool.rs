@@ -7,14 +7,13 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
-use fulcrum_balance::resilience::{Health, Outcome, RetryBudget};
-use fulcrum_balance::{build_selector, Member, PickContext, Selector};
-use fulcrum_config::{Geo, Pool as PoolConfig, Timeouts};
-use tokio_util::sync::DropGuard;
-
+use crate::attempt::Attempt;
 use crate::backend::Backend;
 use crate::tiers::Tiers;
+use arc_swap::ArcSwap;
+use fulcrum_balance::resilience::{Health, Outcome, Permit, RetryBudget};
+use fulcrum_balance::{build_selector, Member, PickContext, Selector};
+use fulcrum_config::{Geo, Pool as PoolConfig, Timeouts};
 
 /// Weights are scaled by this while any backend is re-weighed, so a ramp has 100 steps.
 const WEIGHT_SCALE: u32 = 100;
@@ -34,8 +33,6 @@ pub struct Pool {
     built_weights: Mutex<Vec<u32>>,
     tiers: Option<Tiers>,
     retry_budget: Option<Mutex<RetryBudget>>,
-    /// Stops the pool's health-check tasks when the pool is dropped.
-    _health_checks: Option<DropGuard>,
     /// Pool-level counters.
     pub metrics: crate::metrics::PoolMetrics,
     /// Upstream timeouts.
@@ -47,8 +44,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Builds the pool `name` from `config` and starts its health checks.
-    /// Backends of `previous` (the running pool of that name) keep their
+    /// Builds the pool `name` from `config` (its health checks are started
+    /// by the proxy's supervisor of this pool generation). Backends of `previous` (the running pool of that name) keep their
     /// load and health; unchanged ones are reused whole; new addresses start
     /// a slow-start ramp when configured.
     pub fn build(name: &str, config: &PoolConfig, previous: Option<&Pool>, geo: Option<&Arc<Geo>>) -> Self {
@@ -80,9 +77,6 @@ impl Pool {
             })
             .collect();
         let geo = if config.geo { geo.cloned() } else { None };
-        let health_checks = config.health_check.as_ref().map(|check| {
-            crate::health_check::spawn(name, &backends, check, config.slow_start.is_some()).drop_guard()
-        });
         let pool = Self {
             name: name.into(),
             selector: ArcSwap::from_pointee(build_selector(&config.algorithm, &[])),
@@ -91,7 +85,6 @@ impl Pool {
             retry_budget: config.retries.as_ref().map(|r| {
                 Mutex::new(RetryBudget::new(r.budget_percent, r.min_retries_per_second, RETRY_WINDOW_SECONDS))
             }),
-            _health_checks: health_checks,
             metrics: Default::default(),
             backends,
             timeouts: config.timeouts,
@@ -150,10 +143,10 @@ impl Pool {
         self.selector.load().tick(now);
     }
 
-    /// The backend the pool picks for a request with affinity `key` from
-    /// `client`, skipping backends whose ids are in `tried`; it holds a
-    /// circuit-breaker permit when one is configured. `None` when no
-    /// backend is available.
+    /// An attempt on the backend the pool picks for a request with
+    /// affinity `key` from `client`, skipping backends whose ids are in
+    /// `tried`; it holds a circuit-breaker permit when one is configured.
+    /// `None` when no backend is available.
     /// `now` is the caller's clock reading (monotonic nanos).
     pub fn pick(
         &self,
@@ -161,7 +154,7 @@ impl Pool {
         client: Option<IpAddr>,
         tried: &[u64],
         now: u64,
-    ) -> Option<&Arc<Backend>> {
+    ) -> Option<Attempt<'_>> {
         let selector = self.selector.load();
         let mut refused: Vec<u64> = Vec::new();
         // A breaker may refuse the permit between the filter and the pick
@@ -180,25 +173,37 @@ impl Pool {
                 selector.pick(&mut ctx, &accept)
             })?;
             let backend = &self.backends[index];
-            if backend.guards.admit(now, backend.address) {
-                return Some(backend);
+            match backend.guards.admit(now, backend.address) {
+                Ok(permit) => return Some(Attempt::new(self, Arc::clone(backend), permit, now)),
+                Err(_refused) => refused.push(backend.id),
             }
-            refused.push(backend.id);
         }
         None
     }
 
-    /// Records how a request to `backend` ended at `now` (breaker, outlier
-    /// detection); nothing to do unless the pool configures either.
-    pub fn record(&self, backend: &Backend, outcome: Outcome, duration_nanos: u64, now: u64) {
+    /// Records how a call to `backend` under `permit` ended at `now`
+    /// (breaker, outlier detection); nothing to do unless the pool
+    /// configures either. The pool's ejection cap is counted only when
+    /// outlier detection is about to eject.
+    pub fn record(
+        &self,
+        backend: &Backend,
+        outcome: Outcome,
+        permit: Option<Permit>,
+        duration_nanos: u64,
+        now: u64,
+    ) {
         if self.config.passive_health.is_none() && self.config.circuit_breaker.is_none() {
             return;
         }
-        let may_eject = self.config.passive_health.as_ref().is_some_and(|p| {
-            let cap = ((p.max_ejection_percent / 100.0 * self.backends.len() as f64).floor() as usize).max(1);
-            self.backends.iter().filter(|b| b.guards.is_ejected(now)).count() < cap
-        });
-        backend.guards.record(outcome, duration_nanos, now, may_eject, backend.address);
+        let may_eject = || {
+            self.config.passive_health.as_ref().is_some_and(|p| {
+                let cap =
+                    ((p.max_ejection_percent / 100.0 * self.backends.len() as f64).floor() as usize).max(1);
+                self.backends.iter().filter(|b| b.guards.is_ejected(now)).count() < cap
+            })
+        };
+        backend.guards.record(outcome, permit, duration_nanos, now, may_eject, backend.address);
     }
 
     /// Counts a first attempt against the retry budget.
@@ -213,5 +218,82 @@ impl Pool {
         self.retry_budget
             .as_ref()
             .is_some_and(|b| b.lock().unwrap_or_else(|p| p.into_inner()).try_retry(crate::clock::now_nanos()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fulcrum_balance::resilience::Outcome;
+
+    use crate::clock::now_nanos;
+    use crate::testing::pool;
+
+    #[tokio::test(start_paused = true)]
+    async fn outlier_detection_ejects_for_its_time_then_readmits() {
+        let pool = pool(
+            &["127.0.0.1:9", "127.0.0.1:10"],
+            "passive_health = { consecutive_5xx = 3, ejection_time = \"30s\", max_ejection_percent = 50 }",
+        );
+        let sick = pool.backends[0].id;
+        let mut failures = 0;
+        while failures < 3 {
+            let attempt = pool.pick(None, None, &[], now_nanos()).unwrap();
+            if attempt.backend().id == sick {
+                attempt.finish(Outcome::ServerError, 500, now_nanos());
+                failures += 1;
+            }
+        }
+        for _ in 0..20 {
+            assert_ne!(pool.pick(None, None, &[], now_nanos()).unwrap().backend().id, sick, "ejected");
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let picked: Vec<u64> =
+            (0..4).map(|_| pool.pick(None, None, &[], now_nanos()).unwrap().backend().id).collect();
+        assert!(picked.contains(&sick), "back after its ejection time: {picked:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ejection_cap_keeps_the_last_backend() {
+        let pool = pool(
+            &["127.0.0.1:9", "127.0.0.1:10"],
+            "passive_health = { consecutive_5xx = 1, max_ejection_percent = 10 }",
+        );
+        for _ in 0..10 {
+            if let Some(attempt) = pool.pick(None, None, &[], now_nanos()) {
+                attempt.finish(Outcome::ServerError, 500, now_nanos());
+            }
+        }
+        assert!(pool.pick(None, None, &[], now_nanos()).is_some(), "10% of two backends ejects at most one");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_retry_budget_is_a_share_of_recent_requests() {
+        let pool = pool(&["127.0.0.1:9"], "retries = { budget_percent = 20, min_retries_per_second = 0 }");
+        for _ in 0..10 {
+            pool.record_request();
+        }
+        assert!(pool.try_retry() && pool.try_retry(), "20% of 10 requests");
+        assert!(!pool.try_retry(), "the budget is spent");
+        for _ in 0..90 {
+            pool.record_request();
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        for _ in 0..5 {
+            pool.record_request();
+        }
+        assert!(pool.try_retry(), "20% of the 5 requests in the window");
+        assert!(!pool.try_retry(), "the 100 older requests left the window and lend no budget");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_limit_skips_a_full_backend() {
+        let pool = pool(&["127.0.0.1:9", "127.0.0.1:10"], "circuit_breaker = { max_requests = 1 }");
+        let first = pool.pick(None, None, &[], now_nanos()).unwrap();
+        let _busy = first.backend().load.start();
+        for _ in 0..4 {
+            assert_ne!(pool.pick(None, None, &[], now_nanos()).unwrap().backend().id, first.backend().id);
+        }
     }
 }

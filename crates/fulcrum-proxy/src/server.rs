@@ -13,6 +13,7 @@ use fulcrum_config::{diff, Change, Config, Protocol};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::health_check::Probers;
 use crate::listener::{self, Acceptor, ListenerState};
 use crate::pool::Pool;
 use crate::route::CompiledRoute;
@@ -32,6 +33,8 @@ struct Running {
     config: Config,
     access_log: Option<Arc<crate::access_log::AccessLog>>,
     pools: BTreeMap<String, Arc<Pool>>,
+    /// Each pool generation's health probes, stopped when it is replaced.
+    probers: BTreeMap<String, Probers>,
     listeners: HashMap<SocketAddr, RunningListener>,
 }
 
@@ -50,6 +53,7 @@ impl Proxy {
                 config: empty_config(),
                 access_log: None,
                 pools: BTreeMap::new(),
+                probers: BTreeMap::new(),
                 listeners: HashMap::new(),
             }),
             tracker: TaskTracker::new(),
@@ -148,6 +152,21 @@ impl Proxy {
         }
         running.listeners = kept;
         running.access_log = access_log;
+        // A kept pool keeps its probers; a rebuilt one gets new ones, and
+        // the replaced generation's probers stop as their map is dropped.
+        let mut old_probers = std::mem::take(&mut running.probers);
+        for (name, pool) in &pools {
+            let same_generation = running.pools.get(name).is_some_and(|old| Arc::ptr_eq(old, pool));
+            let old = old_probers.remove(name);
+            let probers = if same_generation {
+                old
+            } else {
+                drop(old);
+                Probers::start(pool)
+            };
+            running.probers.extend(probers.map(|p| (name.clone(), p)));
+        }
+        drop(old_probers);
         running.pools = pools;
         running.config = config;
         Ok(changes)

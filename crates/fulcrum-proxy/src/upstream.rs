@@ -12,7 +12,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -90,14 +92,15 @@ thread_local! {
     static IDLE: RefCell<IdlePool> = RefCell::default();
 }
 
-/// A ready connection to `target`: a pooled one if any, else a new one.
-pub async fn checkout(target: &Target) -> Result<SendRequest<RequestBody>, UpstreamError> {
+/// A ready connection to `target` and whether it was reused: a pooled
+/// one if any, else a new one.
+pub async fn checkout(target: &Target) -> Result<(SendRequest<RequestBody>, bool), UpstreamError> {
     while let Some(mut sender) = take_idle(target.backend_id) {
         if sender.ready().await.is_ok() {
-            return Ok(sender);
+            return Ok((sender, true));
         }
     }
-    connect(target, false).await
+    Ok((connect(target, false).await?, false))
 }
 
 fn take_idle(backend_id: u64) -> Option<SendRequest<RequestBody>> {

@@ -79,8 +79,14 @@ impl Controller {
         if let Some(path) = &self.0.config_path {
             if let Err(e) = overlay.save(&Overlay::path_for(path)) {
                 // Persisting failed: undo, so what runs is what is on disk.
-                let _ = self.0.proxy.reload(previous);
-                return Err(internal(format!("cannot persist the change next to {}: {e}", path.display())));
+                let message = format!("cannot persist the change next to {}: {e}", path.display());
+                return Err(internal(match self.0.proxy.reload(previous) {
+                    Ok(_) => message,
+                    Err(undo) => {
+                        tracing::error!(error = %format!("{undo:#}"), "undoing an unpersisted change failed: the running config differs from the files until the next reload");
+                        format!("{message}; undoing it failed too ({undo:#}), so the running config differs from the files until the next reload")
+                    }
+                }));
             }
         }
         state.overlay = overlay;

@@ -48,7 +48,7 @@ impl Selector for BoundedConsistentHash {
         }
         let bound = self.bound(accept);
         let hash = ctx.key.unwrap_or_else(|| ctx.rng.next_u64());
-        self.ring.clockwise(hash).find(|&i| self.loads[i].in_flight() < bound && accept(i))
+        self.ring.find(hash, &|i| self.loads[i].in_flight() < bound && accept(i))
     }
 }
 

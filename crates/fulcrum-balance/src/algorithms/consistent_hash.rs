@@ -25,6 +25,6 @@ impl Selector for ConsistentHash {
             return None;
         }
         let hash = ctx.key.unwrap_or_else(|| ctx.rng.next_u64());
-        self.ring.clockwise(hash).find(|&i| accept(i))
+        self.ring.find(hash, accept)
     }
 }

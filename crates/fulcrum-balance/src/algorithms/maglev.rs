@@ -12,7 +12,7 @@
 //! request path (the paper: ~1.8 ms for M = 65537, N = 1000).
 
 use crate::hash::{hash64, mix64};
-use crate::{Member, PickContext, Selector};
+use crate::{scan, Member, PickContext, Selector, MAX_CANDIDATES};
 
 /// Default table size, prime (the paper's small table).
 pub const DEFAULT_TABLE_SIZE: u64 = 65_537;
@@ -21,6 +21,7 @@ pub const DEFAULT_TABLE_SIZE: u64 = 65_537;
 #[derive(Debug)]
 pub struct Maglev {
     table: Box<[u32]>,
+    members: usize,
 }
 
 impl Maglev {
@@ -44,7 +45,7 @@ impl Maglev {
         let size = table_size as usize;
         let mut table = vec![EMPTY; size];
         if preferences.is_empty() {
-            return Self { table: Box::new([]) };
+            return Self { table: Box::new([]), members: 0 };
         }
         let divisor = weights.iter().copied().fold(0, gcd).max(1);
         let turns: Vec<u64> = weights.iter().map(|w| w / divisor).collect();
@@ -67,7 +68,7 @@ impl Maglev {
                 }
             }
         }
-        Self { table: table.into() }
+        Self { table: table.into(), members: preferences.len() }
     }
 
     /// The member owning each slot.
@@ -91,9 +92,16 @@ impl Selector for Maglev {
         }
         let hash = ctx.key.unwrap_or_else(|| ctx.rng.next_u64());
         let len = self.table.len() as u64;
-        // The owner, else the next slots' owners: another table position,
-        // so a dead member's keys spread instead of piling onto one.
-        (0..len).map(|i| self.table[((hash % len + i * 7919) % len) as usize] as usize).find(|&m| accept(m))
+        // The owner, else the owners of slots a per-key stride away: the
+        // table size is prime, so any stride in 1..len visits every slot,
+        // and a dead member's keys spread instead of piling onto one
+        // neighbour. The walk is bounded; then the members are scanned.
+        let stride = if len > 1 { mix64(hash) % (len - 1) + 1 } else { 1 };
+        let owner = self.table[(hash % len) as usize] as usize;
+        (0..(len as usize).min(MAX_CANDIDATES) as u64)
+            .map(|i| self.table[((hash % len + i * stride) % len) as usize] as usize)
+            .find(|&m| accept(m))
+            .or_else(|| scan(self.members, owner + 1, accept))
     }
 }
 

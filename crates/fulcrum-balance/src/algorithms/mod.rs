@@ -197,3 +197,61 @@ pub(crate) mod testing {
             .join(" ")
     }
 }
+
+#[cfg(test)]
+mod bounded_walk_tests {
+    use std::cell::Cell;
+
+    use super::testing::members;
+    use super::*;
+    use crate::{PickContext, SplitMix64, MAX_CANDIDATES};
+
+    fn every_algorithm() -> Vec<Algorithm> {
+        Algorithm::NAMES.iter().map(|name| Algorithm::from_name(name).expect("a listed name")).collect()
+    }
+
+    /// Co-prime weights make a weighted cycle of ~a million entries; with
+    /// every member but one rejected, no pick may offer more than a bounded
+    /// number of candidates, and each still finds the one that is left.
+    #[test]
+    fn a_mostly_rejected_pool_costs_a_bounded_walk() {
+        let weights: Vec<u32> = (0..20).map(|i| 49_999 + 2 * i).collect();
+        let m = members(&weights);
+        for algorithm in every_algorithm() {
+            let selector = build_selector(&algorithm, &m);
+            let mut rng = SplitMix64::new(3);
+            for key in 0..50u64 {
+                let calls = Cell::new(0usize);
+                let accept = |i: usize| {
+                    calls.set(calls.get() + 1);
+                    i == 13
+                };
+                let mut ctx =
+                    PickContext { key: Some(key.wrapping_mul(0x9E37_79B9)), now_nanos: 0, rng: &mut rng };
+                assert_eq!(selector.pick(&mut ctx, &accept), Some(13), "{}", algorithm.name());
+                assert!(
+                    calls.get() <= 2 * MAX_CANDIDATES + 2 * m.len(),
+                    "{} offered {} candidates",
+                    algorithm.name(),
+                    calls.get()
+                );
+            }
+        }
+    }
+
+    /// A Maglev table whose size equals the old fixed probe stride (7919)
+    /// still finds a live member for every key when the owner is down.
+    #[test]
+    fn maglev_finds_a_live_member_at_any_prime_table_size() {
+        let m = members(&[1, 1, 1, 1]);
+        let selector = build_selector(&Algorithm::Maglev { table_size: 7919 }, &m);
+        let mut rng = SplitMix64::new(5);
+        for key in 0..2000u64 {
+            let mut ctx = PickContext { key: Some(crate::mix64(key)), now_nanos: 0, rng: &mut rng };
+            let owner = selector.pick(&mut ctx, &|_| true).expect("all up");
+            let mut ctx = PickContext { key: Some(crate::mix64(key)), now_nanos: 0, rng: &mut rng };
+            let other = selector.pick(&mut ctx, &|i| i != owner);
+            assert!(other.is_some_and(|o| o != owner), "key {key}: no member with the owner down");
+        }
+    }
+}

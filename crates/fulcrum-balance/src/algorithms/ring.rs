@@ -9,7 +9,7 @@
 //! 1/√160 ≈ 8% of the mean.
 
 use crate::hash::hash64;
-use crate::Member;
+use crate::{scan, Member, MAX_CANDIDATES};
 
 /// Cap on ring points, so huge weights cannot exhaust memory.
 const MAX_POINTS: u64 = 1 << 22;
@@ -23,6 +23,7 @@ const MAX_POINTS: u64 = 1 << 22;
 pub struct Ring {
     points: Box<[(u64, u32)]>,
     buckets: Box<[u32]>,
+    members: usize,
 }
 
 const BUCKET_BITS: u32 = 16;
@@ -50,7 +51,7 @@ impl Ring {
                 }
             })
             .collect();
-        Self { points: points.into(), buckets }
+        Self { points: points.into(), buckets, members: members.len() }
     }
 
     /// Whether the ring has no points.
@@ -66,6 +67,23 @@ impl Ring {
         let start = low + self.points[low..high].partition_point(|&(point, _)| point < hash);
         let len = self.points.len();
         (0..len).map(move |i| self.points[(start + i) % len].1 as usize)
+    }
+}
+
+impl Ring {
+    /// The first member clockwise from `hash` that `accept` admits,
+    /// walking at most [`MAX_CANDIDATES`] points, then scanning the
+    /// members from the key's owner on (a ring whose members are mostly
+    /// rejected must not cost a walk over every point).
+    pub fn find(&self, hash: u64, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let mut walk = self.clockwise(hash);
+        let owner = walk.next()?;
+        if accept(owner) {
+            return Some(owner);
+        }
+        walk.take(MAX_CANDIDATES - 1)
+            .find(|&i| i != owner && accept(i))
+            .or_else(|| scan(self.members, owner + 1, accept))
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::{PickContext, Selector};
+use crate::{scan, PickContext, Selector, MAX_CANDIDATES};
 
 /// Strict rotation over `len` members.
 #[derive(Debug)]
@@ -24,13 +24,17 @@ impl RoundRobin {
 
 impl Selector for RoundRobin {
     fn pick(&self, _ctx: &mut PickContext<'_>, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
-        for _ in 0..self.len {
-            let index = self.cursor.fetch_add(1, Ordering::Relaxed) % self.len;
+        if self.len == 0 {
+            return None;
+        }
+        let mut index = 0;
+        for _ in 0..self.len.min(MAX_CANDIDATES) {
+            index = self.cursor.fetch_add(1, Ordering::Relaxed) % self.len;
             if accept(index) {
                 return Some(index);
             }
         }
-        None
+        scan(self.len, index + 1, accept)
     }
 }
 

@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::{Member, PickContext, Selector};
+use crate::{scan, Member, PickContext, Selector, MAX_CANDIDATES};
 
 /// Longest precomputed cycle (entries of `u32`, 4 MiB).
 pub const MAX_CYCLE: u64 = 1 << 20;
@@ -26,26 +26,32 @@ pub const MAX_CYCLE: u64 = 1 << 20;
 pub struct WeightedRoundRobin {
     cycle: Box<[u32]>,
     cursor: AtomicUsize,
+    members: usize,
 }
 
 impl WeightedRoundRobin {
     /// The cycle for `members`' weights.
     pub fn new(members: &[Member]) -> Self {
         let weights: Vec<u64> = members.iter().map(|m| u64::from(m.weight.max(1))).collect();
-        Self { cycle: smooth_cycle(&scale_to_cycle_limit(&weights)).into(), cursor: AtomicUsize::new(0) }
+        Self {
+            cycle: smooth_cycle(&scale_to_cycle_limit(&weights)).into(),
+            cursor: AtomicUsize::new(0),
+            members: members.len(),
+        }
     }
 }
 
 impl Selector for WeightedRoundRobin {
     fn pick(&self, _ctx: &mut PickContext<'_>, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
-        for _ in 0..self.cycle.len() {
+        let mut index = 0;
+        for _ in 0..self.cycle.len().min(MAX_CANDIDATES) {
             let slot = self.cursor.fetch_add(1, Ordering::Relaxed) % self.cycle.len();
-            let index = self.cycle[slot] as usize;
+            index = self.cycle[slot] as usize;
             if accept(index) {
                 return Some(index);
             }
         }
-        None
+        scan(self.members, index + 1, accept)
     }
 }
 

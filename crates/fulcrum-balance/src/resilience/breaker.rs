@@ -7,6 +7,11 @@
 //! which admits exactly `half_open_calls` probes: if their failure or slow
 //! rate is below the thresholds it closes (with a fresh window), otherwise it
 //! opens again for another wait.
+//!
+//! Every admitted call holds a [`Permit`]. A call that ends without an
+//! outcome (its request was cancelled) hands its permit back with
+//! [`CircuitBreaker::cancel`], so a half-open probe slot is never lost: the
+//! breaker cannot stay half-open with no permits and no probe in flight.
 
 use std::collections::VecDeque;
 
@@ -94,6 +99,14 @@ impl Tally {
     }
 }
 
+/// What an admitted call holds until it records an outcome or is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a permit must be recorded or cancelled"]
+pub struct Permit {
+    /// The half-open period this probe slot belongs to, for probes.
+    probe_of: Option<u64>,
+}
+
 /// A circuit breaker for one backend.
 #[derive(Debug, Clone)]
 pub struct CircuitBreaker {
@@ -104,6 +117,8 @@ pub struct CircuitBreaker {
     opened_at: u64,
     half_open_permits: u32,
     half_open: Tally,
+    /// Counts half-open periods, so a stale probe's cancel frees nothing.
+    half_open_period: u64,
 }
 
 impl CircuitBreaker {
@@ -116,6 +131,7 @@ impl CircuitBreaker {
             opened_at: 0,
             half_open_permits: 0,
             half_open: Tally::default(),
+            half_open_period: 0,
         }
     }
 
@@ -140,20 +156,29 @@ impl CircuitBreaker {
     }
 
     /// Admits a call at `now`, taking a half-open permit when probing.
-    pub fn try_acquire(&mut self, now: u64) -> bool {
+    pub fn try_acquire(&mut self, now: u64) -> Option<Permit> {
         if self.state == BreakerState::Open && self.allows(now) {
             self.state = BreakerState::HalfOpen;
             self.half_open_permits = self.config.half_open_calls;
             self.half_open = Tally::default();
+            self.half_open_period += 1;
         }
         match self.state {
-            BreakerState::Closed => true,
-            BreakerState::Open => false,
+            BreakerState::Closed => Some(Permit { probe_of: None }),
+            BreakerState::Open => None,
             BreakerState::HalfOpen if self.half_open_permits > 0 => {
                 self.half_open_permits -= 1;
-                true
+                Some(Permit { probe_of: Some(self.half_open_period) })
             }
-            BreakerState::HalfOpen => false,
+            BreakerState::HalfOpen => None,
+        }
+    }
+
+    /// Hands back the permit of a call that ended without an outcome: a
+    /// probe slot of the current half-open period becomes free again.
+    pub fn cancel(&mut self, permit: Permit) {
+        if self.state == BreakerState::HalfOpen && permit.probe_of == Some(self.half_open_period) {
+            self.half_open_permits = (self.half_open_permits + 1).min(self.config.half_open_calls);
         }
     }
 
@@ -254,7 +279,7 @@ mod tests {
     fn feed(breaker: &mut CircuitBreaker, failures: u32, successes: u32, now: u64) -> Option<BreakerState> {
         let mut last = None;
         for i in 0..failures + successes {
-            assert!(breaker.try_acquire(now));
+            assert!(breaker.try_acquire(now).is_some());
             last = breaker.record(i < failures, MS, now).or(last);
         }
         last
@@ -273,7 +298,7 @@ mod tests {
         assert_eq!(feed(&mut breaker, 4, 6, 0), None);
         let mut breaker = CircuitBreaker::new(config(WindowKind::Count));
         assert_eq!(feed(&mut breaker, 5, 5, 0), Some(BreakerState::Open));
-        assert!(!breaker.try_acquire(1));
+        assert!(breaker.try_acquire(1).is_none());
     }
 
     #[test]
@@ -282,13 +307,13 @@ mod tests {
         feed(&mut breaker, 10, 0, 0);
         assert_eq!(breaker.reopens_at(), Some(30_000 * MS));
         assert!(!breaker.allows(29_999 * MS));
-        assert!(!breaker.try_acquire(29_999 * MS));
+        assert!(breaker.try_acquire(29_999 * MS).is_none());
         let after_wait = 30_000 * MS;
         for _ in 0..10 {
-            assert!(breaker.try_acquire(after_wait));
+            assert!(breaker.try_acquire(after_wait).is_some());
         }
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
-        assert!(!breaker.try_acquire(after_wait), "the 11th concurrent half-open call is rejected");
+        assert!(breaker.try_acquire(after_wait).is_none(), "the 11th concurrent half-open call is rejected");
         for _ in 0..9 {
             assert_eq!(breaker.record(false, MS, after_wait), None);
         }
@@ -301,7 +326,7 @@ mod tests {
         feed(&mut breaker, 10, 0, 0);
         let t = 30_000 * MS;
         for i in 0..10 {
-            assert!(breaker.try_acquire(t));
+            assert!(breaker.try_acquire(t).is_some());
             breaker.record(i < 5, MS, t);
         }
         assert_eq!(breaker.state(), BreakerState::Open);
@@ -316,7 +341,7 @@ mod tests {
             ..config(WindowKind::Count)
         });
         for i in 0..10 {
-            breaker.try_acquire(0);
+            assert!(breaker.try_acquire(0).is_some());
             breaker.record(false, if i < 5 { 500 * MS } else { MS }, 0);
         }
         assert_eq!(breaker.state(), BreakerState::Open);
@@ -331,6 +356,27 @@ mod tests {
         assert_eq!(feed(&mut breaker, 4, 6, 10 * SECOND), None);
         // ...and two more failures make 6 of 12.
         assert_eq!(feed(&mut breaker, 2, 0, 10 * SECOND), Some(BreakerState::Open));
+    }
+
+    #[test]
+    fn a_cancelled_probe_frees_its_slot_and_a_stale_one_frees_nothing() {
+        let mut breaker =
+            CircuitBreaker::new(BreakerConfig { half_open_calls: 1, ..config(WindowKind::Count) });
+        feed(&mut breaker, 10, 0, 0);
+        let t = 30_000 * MS;
+        let probe = breaker.try_acquire(t).expect("the wait is over: one probe");
+        assert!(breaker.try_acquire(t).is_none(), "the only slot is taken");
+        breaker.cancel(probe);
+        let probe = breaker.try_acquire(t).expect("the cancelled probe's slot is free again");
+        // The probe fails: open for another wait; then a new half-open period.
+        breaker.record(true, MS, t);
+        assert_eq!(breaker.state(), BreakerState::Open);
+        let t2 = t + 30_000 * MS;
+        let fresh = breaker.try_acquire(t2).expect("second half-open period");
+        breaker.cancel(probe);
+        assert!(breaker.try_acquire(t2).is_none(), "an old period's permit frees no slot of the new one");
+        breaker.cancel(fresh);
+        assert!(breaker.try_acquire(t2).is_some());
     }
 
     #[test]

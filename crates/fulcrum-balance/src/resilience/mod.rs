@@ -11,7 +11,7 @@ mod outlier;
 mod retry_budget;
 
 pub use backoff::backoff;
-pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, WindowKind};
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit, WindowKind};
 pub use health::{Health, HealthChecker, ProbeResult};
 pub use outlier::{Outcome, OutlierConfig, OutlierDetector};
 pub use retry_budget::RetryBudget;

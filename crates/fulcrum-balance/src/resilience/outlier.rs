@@ -78,9 +78,10 @@ impl OutlierDetector {
     }
 
     /// Records a request's outcome at `now`. When a threshold is crossed
-    /// and `may_eject` (the pool's cap allows it), the backend is ejected
-    /// and this returns the ejection's length in nanoseconds.
-    pub fn record(&mut self, outcome: Outcome, now: u64, may_eject: bool) -> Option<u64> {
+    /// and `may_eject()` (the pool's cap allows it; asked only then), the
+    /// backend is ejected and this returns the ejection's length in
+    /// nanoseconds.
+    pub fn record(&mut self, outcome: Outcome, now: u64, may_eject: impl FnOnce() -> bool) -> Option<u64> {
         self.roll_interval(now);
         self.interval_requests += 1;
         match outcome {
@@ -99,7 +100,7 @@ impl OutlierDetector {
                 self.interval_failures += 1;
             }
         }
-        if self.is_ejected(now) || !may_eject {
+        if self.is_ejected(now) {
             return None;
         }
         let c = &self.config;
@@ -110,7 +111,7 @@ impl OutlierDetector {
         let tripped = (c.consecutive_5xx > 0 && self.consecutive_5xx >= c.consecutive_5xx)
             || (c.consecutive_failures > 0 && self.consecutive_failures >= c.consecutive_failures)
             || rate_exceeded;
-        tripped.then(|| self.eject(now))
+        (tripped && may_eject()).then(|| self.eject(now))
     }
 
     fn eject(&mut self, now: u64) -> u64 {
@@ -166,22 +167,22 @@ mod tests {
     fn consecutive_5xx_eject_and_a_success_resets_the_count() {
         let mut d = OutlierDetector::new(config());
         for _ in 0..4 {
-            assert_eq!(d.record(Outcome::ServerError, 0, true), None);
+            assert_eq!(d.record(Outcome::ServerError, 0, || true), None);
         }
-        d.record(Outcome::Success, 0, true);
+        d.record(Outcome::Success, 0, || true);
         for _ in 0..4 {
-            assert_eq!(d.record(Outcome::ServerError, 0, true), None);
+            assert_eq!(d.record(Outcome::ServerError, 0, || true), None);
         }
-        assert_eq!(d.record(Outcome::ServerError, 0, true), Some(30 * SECOND));
+        assert_eq!(d.record(Outcome::ServerError, 0, || true), Some(30 * SECOND));
         assert!(d.is_ejected(29 * SECOND) && !d.is_ejected(30 * SECOND));
     }
 
     #[test]
     fn gateway_failures_eject_sooner() {
         let mut d = OutlierDetector::new(config());
-        d.record(Outcome::GatewayFailure, 0, true);
-        d.record(Outcome::GatewayFailure, 0, true);
-        assert_eq!(d.record(Outcome::GatewayFailure, 0, true), Some(30 * SECOND));
+        d.record(Outcome::GatewayFailure, 0, || true);
+        d.record(Outcome::GatewayFailure, 0, || true);
+        assert_eq!(d.record(Outcome::GatewayFailure, 0, || true), Some(30 * SECOND));
     }
 
     #[test]
@@ -190,7 +191,7 @@ mod tests {
         let mut now = 0;
         let mut lengths = Vec::new();
         for _ in 0..12 {
-            let length = (0..3).find_map(|_| d.record(Outcome::GatewayFailure, now, true)).unwrap();
+            let length = (0..3).find_map(|_| d.record(Outcome::GatewayFailure, now, || true)).unwrap();
             lengths.push(length / SECOND);
             now += length;
         }
@@ -201,10 +202,10 @@ mod tests {
     fn the_multiplier_decays_while_healthy() {
         let mut d = OutlierDetector::new(config());
         for _ in 0..3 {
-            d.record(Outcome::GatewayFailure, 0, true);
+            d.record(Outcome::GatewayFailure, 0, || true);
         }
         assert_eq!(d.ejections(), 1);
-        d.record(Outcome::Success, 100 * SECOND, true);
+        d.record(Outcome::Success, 100 * SECOND, || true);
         assert_eq!(d.ejections(), 0);
     }
 
@@ -212,11 +213,11 @@ mod tests {
     fn the_pool_cap_can_refuse_an_ejection() {
         let mut d = OutlierDetector::new(config());
         for _ in 0..10 {
-            assert_eq!(d.record(Outcome::GatewayFailure, 0, false), None);
+            assert_eq!(d.record(Outcome::GatewayFailure, 0, || false), None);
         }
         assert!(!d.is_ejected(0));
         assert!(
-            d.record(Outcome::GatewayFailure, 0, true).is_some(),
+            d.record(Outcome::GatewayFailure, 0, || true).is_some(),
             "still over the threshold when allowed"
         );
     }
@@ -227,8 +228,8 @@ mod tests {
             OutlierDetector::new(OutlierConfig { consecutive_5xx: 0, consecutive_failures: 0, ..config() });
         for i in 0..19 {
             let outcome = if i % 2 == 0 { Outcome::ServerError } else { Outcome::Success };
-            assert_eq!(d.record(outcome, SECOND, true), None);
+            assert_eq!(d.record(outcome, SECOND, || true), None);
         }
-        assert!(d.record(Outcome::ServerError, SECOND, true).is_some(), "10 of 20 = 50%");
+        assert!(d.record(Outcome::ServerError, SECOND, || true).is_some(), "10 of 20 = 50%");
     }
 }

@@ -75,9 +75,10 @@ pub async fn handle(
     let upgrade = headers::is_upgrade(&parts);
     headers::prepare_request(&mut parts, &connection.client, upgrade);
     if upgrade {
-        let Some(backend) = pool.pick(key, Some(client), &[], started).map(Arc::clone) else {
+        let Some(attempt) = pool.pick(key, Some(client), &[], started) else {
             return Ok(log(respond::no_backend(), Some(&pool), Attempted::default()));
         };
+        let backend = Arc::clone(attempt.backend());
         let target = Target::new(&backend, &pool);
         let attempted = Attempted { backend: Some(backend.address), ..Attempted::default() };
         // The parts themselves, not a copy: hyper keeps the client side of
@@ -85,21 +86,37 @@ pub async fn handle(
         let request = Request::from_parts(parts, RequestBody::Streaming(body));
         let forwarded =
             upgrade::forward(request, &target, pool.timeouts.response_header, backend.load.start()).await;
-        let response = forwarded.unwrap_or_else(|e| {
-            backend.load.record_error();
-            failed(&pool, &backend, &e, 0)
-        });
+        let now = clock::now_nanos();
+        let response = match forwarded {
+            Ok(response) => {
+                let status = response.status();
+                attempt.finish(outcome_of_status(status), status.as_u16(), now);
+                response
+            }
+            Err(error) if error.is_client_fault() => respond::plain(error.status(), error.client_message()),
+            Err(error) => {
+                let took = attempt.finish(Outcome::GatewayFailure, error.status().as_u16(), now);
+                failed(&pool, &backend, &error, took)
+            }
+        };
         return Ok(log(response, Some(&pool), attempted));
     }
-    let forwarding = forward(&pool, parts, body, key, client);
-    let (response, attempted) = match pool.timeouts.request {
+    let deadline = pool.timeouts.request.map(|limit| tokio::time::Instant::now() + limit);
+    let forwarding = forward(&pool, parts, body, key, client, deadline);
+    // Attempts charge a timeout to their backend themselves; this bound
+    // covers what happens between them (reading a replayable body, backoff).
+    let (response, attempted) = match deadline {
         None => forwarding.await,
-        Some(limit) => tokio::time::timeout(limit, forwarding).await.unwrap_or_else(|_| {
-            let message = "the request took longer than the pool's request timeout\n";
-            (respond::plain(StatusCode::GATEWAY_TIMEOUT, message), Attempted::default())
-        }),
+        Some(deadline) => tokio::time::timeout_at(deadline, forwarding)
+            .await
+            .unwrap_or_else(|_| (request_timeout(), Attempted::default())),
     };
     Ok(log(response, Some(&pool), attempted))
+}
+
+/// 504 when the pool's request timeout ran out.
+fn request_timeout() -> Response<ProxyBody> {
+    respond::plain(StatusCode::GATEWAY_TIMEOUT, "the request took longer than the pool's request timeout\n")
 }
 
 /// The request's `X-Request-Id`, generated (and added, so the backend gets
@@ -172,6 +189,7 @@ async fn forward(
     body: Incoming,
     key: Option<u64>,
     client: std::net::IpAddr,
+    deadline: Option<tokio::time::Instant>,
 ) -> (Response<ProxyBody>, Attempted) {
     let policy = pool.config.retries.as_ref().filter(|r| r.attempts > 0 && may_retry(&parts.method, r));
     let mut body = match policy {
@@ -192,10 +210,11 @@ async fn forward(
     loop {
         let retry_possible = replay && policy.is_some_and(|p| retries < p.attempts);
         let started = clock::now_nanos();
-        let Some(backend) = pool.pick(key, Some(client), &tried, started).map(Arc::clone) else {
+        let Some(attempt) = pool.pick(key, Some(client), &tried, started) else {
             attempted.backend = None;
             return (respond::no_backend(), attempted);
         };
+        let backend = Arc::clone(attempt.backend());
         attempted.backend = Some(backend.address);
         attempted.retries = retries;
         let head = match (&parts, retry_possible) {
@@ -210,30 +229,32 @@ async fn forward(
             streaming => std::mem::replace(streaming, RequestBody::Replay(None)),
         };
         let request = Request::from_parts(head, this_body);
-        let attempt = send(pool, &backend, request).await;
+        let sent = match deadline {
+            None => send(pool, &backend, request).await,
+            Some(deadline) => tokio::time::timeout_at(deadline, send(pool, &backend, request))
+                .await
+                .unwrap_or(Err(UpstreamError::RequestTimeout)),
+        };
         let now = clock::now_nanos();
-        let took = now.saturating_sub(started);
-        let retryable = match &attempt {
+        // Every attempt counts against its backend, retried or not — unless
+        // the client broke it: a bad or abandoned request body is never the
+        // backend's failure (the attempt is dropped unrecorded).
+        let (outcome, status, retryable) = match &sent {
             Ok((response, _, _)) => {
-                backend.load.observe_latency(took, now);
                 let status = response.status();
-                pool.record(&backend, outcome_of_status(status), took, now);
-                policy.is_some_and(|p| retry_on_status(p, status))
+                (outcome_of_status(status), status, policy.is_some_and(|p| retry_on_status(p, status)))
+            }
+            Err(error) if error.is_client_fault() => {
+                drop(attempt);
+                attempted.upstream_nanos = Some(now.saturating_sub(started));
+                return (respond::plain(error.status(), error.client_message()), attempted);
             }
             Err(error) => {
-                pool.record(&backend, Outcome::GatewayFailure, took, now);
-                policy.is_some_and(|p| retry_on_error(p, error))
+                (Outcome::GatewayFailure, error.status(), policy.is_some_and(|p| retry_on_error(p, error)))
             }
         };
-        let status = match &attempt {
-            Ok((response, _, _)) => response.status(),
-            Err(error) => error.status(),
-        };
-        // Every attempt counts against its backend, retried or not.
-        backend.metrics.record(status.as_u16(), took, now);
-        if status.is_server_error() {
-            backend.load.record_error();
-        }
+        let took = attempt.finish(outcome, status.as_u16(), now);
+        let attempt = sent;
         attempted.upstream_nanos = Some(took);
         // A refused connection did no work upstream, so retrying it cannot
         // amplify load: it is not charged to the retry budget, which exists
@@ -270,6 +291,11 @@ type Attempt = (Response<Incoming>, (hyper::client::conn::http1::SendRequest<Req
 
 /// One attempt on `backend`: a pooled connection, the request, the
 /// response headers within the pool's timeout.
+///
+/// A pooled connection the backend closed just as it was reused (the
+/// keep-alive race) gives the request back unsent; it is then sent once
+/// on a fresh connection, whatever its method, because nothing was
+/// processed (pingora's `RetryType::ReusedOnly`).
 async fn send(
     pool: &Pool,
     backend: &Arc<Backend>,
@@ -277,11 +303,23 @@ async fn send(
 ) -> Result<Attempt, UpstreamError> {
     let target = Target::new(backend, pool);
     let in_flight = backend.load.start();
-    let mut sender = upstream::checkout(&target).await?;
-    let response = tokio::time::timeout(pool.timeouts.response_header, sender.send_request(request))
-        .await
-        .map_err(|_| UpstreamError::ResponseTimeout)?
-        .map_err(UpstreamError::Send)?;
+    let (mut sender, reused) = upstream::checkout(&target).await?;
+    let limit = pool.timeouts.response_header;
+    let response = match tokio::time::timeout(limit, sender.try_send_request(request)).await {
+        Err(_) => return Err(UpstreamError::ResponseTimeout),
+        Ok(Ok(response)) => response,
+        Ok(Err(mut unsent)) => match unsent.take_message() {
+            Some(request) if reused => {
+                tracing::debug!(backend = %backend.address, error = %unsent.error(), "pooled connection was closed; sending on a fresh one");
+                sender = upstream::connect(&target, false).await?;
+                tokio::time::timeout(limit, sender.send_request(request))
+                    .await
+                    .map_err(|_| UpstreamError::ResponseTimeout)?
+                    .map_err(UpstreamError::from_send)?
+            }
+            _ => return Err(UpstreamError::from_send(unsent.into_error())),
+        },
+    };
     Ok((response, (sender, target), in_flight))
 }
 
@@ -363,5 +401,6 @@ fn retry_on_error(policy: &Retries, error: &UpstreamError) -> bool {
         }
         UpstreamError::Send(_) => policy.on.reset || policy.on.gateway_error,
         UpstreamError::ResponseTimeout => policy.on.gateway_error,
+        UpstreamError::RequestTimeout | UpstreamError::ClientBody(_) => false,
     }
 }

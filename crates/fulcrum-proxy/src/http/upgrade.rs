@@ -25,7 +25,7 @@ pub async fn forward(
     let mut response = tokio::time::timeout(response_timeout, sender.send_request(request))
         .await
         .map_err(|_| UpstreamError::ResponseTimeout)?
-        .map_err(UpstreamError::Send)?;
+        .map_err(UpstreamError::from_send)?;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     headers::prepare_response(response.headers_mut(), switching);
     if !switching {
