@@ -25,6 +25,10 @@ use crate::pool::Pool;
 use crate::route::{request_host, CompiledRoute};
 use crate::tcp;
 
+/// `accept(2)` errors: the process's and the system's file table is full.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
 /// How long a TLS client may take to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -71,6 +75,9 @@ pub struct Acceptor {
     pub tracker: TaskTracker,
     /// Shared HTTP connection settings.
     pub builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Signalled when accepting fails for want of file descriptors: idle
+    /// connections close so new clients can be served.
+    pub fd_pressure: Arc<tokio::sync::Notify>,
 }
 
 /// Binds `address` (with `SO_REUSEADDR`, as every restartable server does).
@@ -93,7 +100,11 @@ pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
                 acceptor.tracker.clone().spawn(serve_connection(stream, peer, acceptor));
             }
             Err(e) => {
-                // Out of file descriptors or similar: back off instead of spinning.
+                // Out of file descriptors or similar: ask idle connections
+                // to close, and back off instead of spinning.
+                if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) {
+                    acceptor.fd_pressure.notify_waiters();
+                }
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -124,9 +135,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Accepto
             }
         }
         Protocol::Http => {
-            let connection =
-                Arc::new(Connection { state: Arc::clone(&acceptor.state), client: client("http") });
-            l7::serve(stream, &acceptor.builder, connection, acceptor.drain).await;
+            let connection = Arc::new(Connection {
+                state: Arc::clone(&acceptor.state),
+                client: client("http"),
+                activity: Arc::default(),
+            });
+            l7::serve(stream, &acceptor.builder, connection, acceptor.drain, &acceptor.fd_pressure).await;
         }
         Protocol::Https => {
             let Some(tls) = tls.map(tokio_rustls::TlsAcceptor::from) else { return };
@@ -135,9 +149,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Accepto
                 Ok(Err(e)) => return tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(client = %peer, "TLS handshake timed out"),
             };
-            let connection =
-                Arc::new(Connection { state: Arc::clone(&acceptor.state), client: client("https") });
-            l7::serve(stream, &acceptor.builder, connection, acceptor.drain).await;
+            let connection = Arc::new(Connection {
+                state: Arc::clone(&acceptor.state),
+                client: client("https"),
+                activity: Arc::default(),
+            });
+            l7::serve(stream, &acceptor.builder, connection, acceptor.drain, &acceptor.fd_pressure).await;
         }
     }
 }

@@ -187,6 +187,7 @@ impl Proxy {
             drain: self.drain.clone(),
             tracker: self.tracker.clone(),
             builder: Arc::clone(&self.builder),
+            fd_pressure: Arc::default(),
         };
         tokio::spawn(listener::accept_loop(socket, acceptor));
         running

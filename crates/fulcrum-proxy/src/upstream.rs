@@ -147,6 +147,7 @@ pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<Requ
     stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
     let (sender, connection) = http1::Builder::new()
         .writev(false)
+        .max_buf_size(crate::http::MAX_UPSTREAM_BUFFER)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(UpstreamError::Handshake)?;

@@ -17,13 +17,15 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
+use super::idle::InFlightRequest;
 use super::RequestBody;
 use crate::access_log::{AccessLog, Entry};
 use crate::upstream::{self, Target};
 
-/// A body Fulcrum answers a client with.
+/// A body Fulcrum answers a client with; it holds its request's
+/// in-flight count on the client connection until it is dropped.
 #[derive(Debug)]
-pub struct ProxyBody(Kind);
+pub struct ProxyBody(Kind, Option<InFlightRequest>);
 
 #[derive(Debug)]
 enum Kind {
@@ -46,7 +48,7 @@ struct UpstreamBody {
 impl ProxyBody {
     /// A complete body of Fulcrum's own.
     pub fn message(text: &'static str) -> Self {
-        Self(Kind::Message(Some(Bytes::from_static(text.as_bytes()))))
+        Self(Kind::Message(Some(Bytes::from_static(text.as_bytes()))), None)
     }
 
     /// A backend's body; `connection` is returned to the pool at its end
@@ -56,14 +58,22 @@ impl ProxyBody {
         connection: Option<(SendRequest<RequestBody>, Target)>,
         in_flight: InFlight,
     ) -> Self {
-        Self(Kind::Upstream(Box::new(UpstreamBody {
-            body,
-            finished: false,
-            connection,
-            in_flight: Some(in_flight),
-            log: None,
-            bytes: 0,
-        })))
+        Self(
+            Kind::Upstream(Box::new(UpstreamBody {
+                body,
+                finished: false,
+                connection,
+                in_flight: Some(in_flight),
+                log: None,
+                bytes: 0,
+            })),
+            None,
+        )
+    }
+
+    /// Keeps the request counted in flight until this body is dropped.
+    pub fn hold(&mut self, in_flight: InFlightRequest) {
+        self.1 = Some(in_flight);
     }
 
     /// Logs the request when this body has been sent (at once for a

@@ -14,8 +14,9 @@ use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::headers::{self, ClientInfo};
+use super::idle::InFlightRequest;
 use super::request_body::RequestBody;
-use super::{respond, upgrade};
+use super::{respond, upgrade, validate};
 use crate::backend::Backend;
 use crate::error::UpstreamError;
 use crate::listener::ListenerState;
@@ -30,6 +31,8 @@ pub struct Connection {
     pub state: Arc<arc_swap::ArcSwap<ListenerState>>,
     /// The client, for `X-Forwarded-*` and hash keys.
     pub client: ClientInfo,
+    /// Reads and requests in flight, for the idle timeouts.
+    pub activity: Arc<super::idle::Activity>,
 }
 
 /// What forwarding tried, for the access log.
@@ -43,10 +46,19 @@ struct Attempted {
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Serves one request; never fails (failures are answered with a status).
+/// The request counts as in flight on its connection until its response
+/// body has been sent.
 pub async fn handle(
     request: Request<Incoming>,
     connection: Arc<Connection>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let in_flight = InFlightRequest::new(&connection.activity);
+    let mut response = serve_request(request, connection).await;
+    response.body_mut().hold(in_flight);
+    Ok(response)
+}
+
+async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) -> Response<ProxyBody> {
     let started = clock::now_nanos();
     let (mut parts, body) = request.into_parts();
     let (pool, access_log) = {
@@ -68,15 +80,23 @@ pub async fn handle(
         }
         response
     };
-    if let Some(reason) = headers::malformed(&parts) {
-        return Ok(log(respond::plain(StatusCode::BAD_REQUEST, reason), None, Attempted::default()));
+    if let Some((status, reason)) = validate::refuse(&parts) {
+        return log(respond::plain(status, reason), None, Attempted::default());
     }
     let key = pool.config.algorithm.uses_key().then(|| hash_key::request_key(&parts, client, &pool.config));
     let upgrade = headers::is_upgrade(&parts);
     headers::prepare_request(&mut parts, &connection.client, upgrade);
+    // hyper's client sends no body for a GET or HEAD of unknown length
+    // unless told to: a client's chunked GET body is forwarded chunked.
+    if !http_body::Body::is_end_stream(&body)
+        && matches!(parts.method, Method::GET | Method::HEAD)
+        && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        parts.headers.insert(http::header::TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
+    }
     if upgrade {
         let Some(attempt) = pool.pick(key, Some(client), &[], started) else {
-            return Ok(log(respond::no_backend(), Some(&pool), Attempted::default()));
+            return log(respond::no_backend(), Some(&pool), Attempted::default());
         };
         let backend = Arc::clone(attempt.backend());
         let target = Target::new(&backend, &pool);
@@ -99,7 +119,7 @@ pub async fn handle(
                 failed(&pool, &backend, &error, took)
             }
         };
-        return Ok(log(response, Some(&pool), attempted));
+        return log(response, Some(&pool), attempted);
     }
     let deadline = pool.timeouts.request.map(|limit| tokio::time::Instant::now() + limit);
     let forwarding = forward(&pool, parts, body, key, client, deadline);
@@ -111,7 +131,7 @@ pub async fn handle(
             .await
             .unwrap_or_else(|_| (request_timeout(), Attempted::default())),
     };
-    Ok(log(response, Some(&pool), attempted))
+    log(response, Some(&pool), attempted)
 }
 
 /// 504 when the pool's request timeout ran out.

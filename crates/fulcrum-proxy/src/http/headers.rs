@@ -13,7 +13,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers that describe one connection, never the message.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -22,12 +22,23 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
+    // RFC 9113 §3.1: the h2c upgrade's settings; Fulcrum never forwards it.
+    HeaderName::from_static("http2-settings"),
 ];
 
-/// Whether the request asks to switch protocols (WebSocket).
+/// End-to-end headers a `Connection` token may not remove: the message
+/// needs them, and their handling is Fulcrum's (RFC 9110 §7.6.1).
+const NEVER_NAMED_AWAY: [HeaderName; 2] = [header::HOST, header::CONTENT_LENGTH];
+
+/// Whether the request asks to switch protocols (WebSocket). An upgrade
+/// to `h2c` is not one: tunnelled h2 would bypass routing and
+/// `X-Forwarded-For`, so such a request is served as HTTP/1.1 (its
+/// `Upgrade` and `HTTP2-Settings` are dropped as hop-by-hop).
 pub fn is_upgrade(parts: &Parts) -> bool {
     parts.version == Version::HTTP_11
-        && parts.headers.contains_key(header::UPGRADE)
+        && parts.headers.get(header::UPGRADE).is_some_and(|protocols| {
+            !protocols.to_str().map_or(true, |p| p.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c")))
+        })
         && connection_tokens(&parts.headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
@@ -61,6 +72,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|name| !NEVER_NAMED_AWAY.contains(name))
             .collect();
         for name in named {
             headers.remove(name);
@@ -88,6 +100,9 @@ pub struct ClientInfo {
 /// protocol-switch headers a WebSocket handshake needs.
 pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: bool) {
     let upgrade_to = if upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
+    if parts.version == Version::HTTP_2 {
+        join_cookie_crumbs(&mut parts.headers);
+    }
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     if let Some(protocol) = upgrade_to {
@@ -126,6 +141,25 @@ pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: bool) {
     parts.version = Version::HTTP_11;
 }
 
+/// RFC 9113 §8.2.3: HTTP/2 clients may split `cookie` into one field per
+/// crumb; forwarded as HTTP/1.1 they must be one field joined by `"; "`.
+fn join_cookie_crumbs(headers: &mut HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::with_capacity(256);
+    for crumb in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// Rewrites a backend response for the client.
 pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
     let upgrade_to = if switching_protocols { headers.get(header::UPGRADE).cloned() } else { None };
@@ -134,22 +168,6 @@ pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
         headers.insert(header::UPGRADE, protocol);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-}
-
-/// Why a request must be refused with 400 before it reaches any backend.
-pub fn malformed(parts: &Parts) -> Option<&'static str> {
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
-    let first_host = hosts.next();
-    if hosts.next().is_some() {
-        return Some("more than one Host header\n");
-    }
-    if first_host.is_none() && parts.version == Version::HTTP_11 {
-        return Some("an HTTP/1.1 request needs a Host header\n");
-    }
-    if first_host.is_none() && parts.version == Version::HTTP_2 && parts.uri.authority().is_none() {
-        return Some("an HTTP/2 request needs :authority or Host\n");
-    }
-    None
 }
 
 #[cfg(test)]
@@ -202,11 +220,39 @@ mod tests {
     #[test]
     fn http2_authority_becomes_host_and_origin_form() {
         let mut p = parts(http::Request::get("https://example.com:8443/a?b=1").version(Version::HTTP_2));
-        assert_eq!(malformed(&p), None);
         prepare_request(&mut p, &client(), false);
         assert_eq!(p.uri, "/a?b=1");
         assert_eq!(p.headers["host"], "example.com:8443");
         assert_eq!(p.version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn connection_cannot_name_host_away_and_h2c_is_no_upgrade() {
+        let mut p = parts(
+            http::Request::get("/")
+                .header("host", "site")
+                .header("connection", "Host, Content-Length, Upgrade, HTTP2-Settings")
+                .header("upgrade", "h2c")
+                .header("http2-settings", "AAMAAABkAAQAAP__"),
+        );
+        assert!(!is_upgrade(&p));
+        prepare_request(&mut p, &client(), false);
+        assert_eq!(p.headers["host"], "site");
+        assert!(!p.headers.contains_key("upgrade") && !p.headers.contains_key("http2-settings"));
+    }
+
+    #[test]
+    fn http2_cookie_crumbs_are_joined() {
+        let mut p = parts(
+            http::Request::get("https://h/")
+                .version(Version::HTTP_2)
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .header("cookie", "c=3"),
+        );
+        prepare_request(&mut p, &client(), false);
+        let cookies: Vec<_> = p.headers.get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2; c=3"]);
     }
 
     #[test]
@@ -221,12 +267,5 @@ mod tests {
         prepare_request(&mut p, &client(), true);
         assert_eq!(p.headers["upgrade"], "websocket");
         assert_eq!(p.headers["connection"], "upgrade");
-    }
-
-    #[test]
-    fn missing_or_repeated_host_is_malformed() {
-        assert!(malformed(&parts(http::Request::get("/"))).is_some());
-        assert!(malformed(&parts(http::Request::get("/").header("host", "a").header("host", "b"))).is_some());
-        assert!(malformed(&parts(http::Request::get("/").version(Version::HTTP_10))).is_none());
     }
 }

@@ -4,9 +4,11 @@
 mod body;
 mod forward;
 mod headers;
+mod idle;
 mod request_body;
 mod respond;
 mod upgrade;
+mod validate;
 
 pub use body::ProxyBody;
 pub use forward::Connection;
@@ -24,31 +26,65 @@ use tokio_util::sync::CancellationToken;
 /// The connection builder every HTTP listener shares: HTTP/1.1 with
 /// keep-alive, and HTTP/2 detected by its preface (h2c prior knowledge,
 /// or ALPN `h2` under TLS).
+///
+/// Per connection and direction at most [`MAX_BUFFER`] bytes are buffered
+/// (hyper's default is ~400 KB; upstream connections [`MAX_UPSTREAM_BUFFER`]): a client that reads slowly stops the
+/// backend's body being read (backpressure), it does not grow a buffer.
+/// The same bound refuses request heads larger than it with 431.
 pub fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true).half_close(false).writev(false);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .half_close(false)
+        .writev(false)
+        .max_buf_size(MAX_BUFFER)
+        .header_read_timeout(idle::HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
     builder
 }
 
+/// Most bytes buffered per client connection and direction (HAProxy's
+/// `tune.bufsize` is 16 KiB; this also bounds the request head).
+pub const MAX_BUFFER: usize = 32 * 1024;
+/// Most bytes buffered per upstream connection and direction.
+pub const MAX_UPSTREAM_BUFFER: usize = 8 * 1024;
+/// Largest HTTP/2 header list accepted (nginx and HAProxy refuse far less than 300 KB).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Serves one client connection until it closes; on `shutdown` it stops
-/// taking new requests and lets the ones in flight finish.
+/// taking new requests and lets the ones in flight finish. A connection
+/// that idles out, or has nothing in flight when `fd_pressure` is
+/// signalled, is closed ([`idle`]).
 pub async fn serve<I>(
     io: I,
     builder: &auto::Builder<TokioExecutor>,
     connection: Arc<Connection>,
     shutdown: CancellationToken,
+    fd_pressure: &tokio::sync::Notify,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::clone(&connection.activity);
+    let io = idle::Watched::new(io, Arc::clone(&activity));
     let service = service_fn(move |request| forward::handle(request, Arc::clone(&connection)));
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(serving);
-    let result = tokio::select! {
-        result = serving.as_mut() => result,
-        () = shutdown.cancelled() => {
+    let mut clock = idle::IdleClock::new(idle::HEADER_READ_TIMEOUT, idle::KEEPALIVE_TIMEOUT);
+    let mut closing = false;
+    let result = loop {
+        let close_reason = tokio::select! {
+            biased;
+            result = serving.as_mut() => break result,
+            () = shutdown.cancelled(), if !closing => Some("shutting down"),
+            () = fd_pressure.notified(), if !closing => activity.is_idle().then_some("out of file descriptors"),
+            () = tokio::time::sleep_until(clock.next_check()), if !closing => clock.check(&activity),
+        };
+        if let Some(reason) = close_reason {
+            tracing::debug!(reason, "closing a client connection");
             serving.as_mut().graceful_shutdown();
-            serving.await
+            closing = true;
         }
     };
     if let Err(e) = result {
