@@ -1,5 +1,5 @@
-//! Recommendations from live statistics (the seeds' "monitor key metrics"
-//! advice, made concrete): each names what triggered it, the figure, and
+//! Recommendations from live statistics ("monitor key metrics" advice
+//! made concrete): each names what triggered it, the figure, and
 //! what an operator could do about it.
 
 use fulcrum_proxy::{BackendStats, PoolStats, Stats};

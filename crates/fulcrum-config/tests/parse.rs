@@ -1,4 +1,4 @@
-//! The config contract of SPEC.md: defaults, typed values, and errors that
+//! The config contract the README documents: defaults, typed values, and errors that
 //! name the key path and line:column.
 
 use std::path::Path;

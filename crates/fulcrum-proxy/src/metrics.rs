@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC's names), kept lock-free on the request path:
+//! Prometheus metrics (the `lb_*` names the README lists), kept lock-free on the request path:
 //! each backend counts responses by status code, latencies in fixed
 //! histogram buckets (0.5 ms to 10 s) and a one-minute error window in
 //! plain atomics; a `prometheus_client` [`Collector`] reads them only when

@@ -1,4 +1,4 @@
-//! Command-line arguments (clap), as SPEC.md's command table.
+//! Command-line arguments (clap): the commands the README's command table lists.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! HTTP forwarding end to end: balancing, headers, streaming, HTTP/2,
-//! malformed requests and the 502/503/504 answers of SPEC.md.
+//! malformed requests and the 502/503/504 answers the README documents.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! `/metrics`: SPEC's names and labels with real values, valid for
+//! `/metrics`: the README's metric names and labels with real values, valid for
 //! `promtool check metrics` (CI installs Debian's `prometheus` package).
 
 mod common;

@@ -14,8 +14,8 @@
 //!
 //! Halving the gap smooths noise; the ±20% step bound keeps one bad
 //! interval from swinging traffic; the 5% floor keeps probing a member
-//! that recovers. (The seeds' "weighted round robin with dynamic
-//! adjustment", made stable.)
+//! that recovers: weighted round robin with dynamic adjustment, made
+//! stable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

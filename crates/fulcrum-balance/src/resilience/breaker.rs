@@ -57,7 +57,7 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    /// SPEC's name.
+    /// The state's name in `/stats` and the admin API.
     pub fn name(self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",

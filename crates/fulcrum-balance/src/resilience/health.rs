@@ -20,7 +20,7 @@ pub enum Health {
 }
 
 impl Health {
-    /// SPEC's name for the state.
+    /// The state's name in `/stats` and the admin API.
     pub fn name(self) -> &'static str {
         match self {
             Health::Unknown => "unknown",
