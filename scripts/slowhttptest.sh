@@ -43,6 +43,7 @@ for mode in X H B; do
   haproxy -db -f "$work/hap.cfg" >/dev/null 2>&1 & haproxy=$!
   sleep 1
   echo "-$mode before: fulcrum $(rss $fulcrum) KiB, haproxy $(rss $haproxy) KiB"
+  attackers=()
   for port in 9510 9520; do
     case $mode in
       X) args=(-X -r 200 -w 512 -y 1024 -n 5 -z 32 -k 3 -u "http://127.0.0.1:$port/big") ;;
@@ -50,12 +51,13 @@ for mode in X H B; do
       B) args=(-B -r 200 -i 10 -x 24 -p 3 -u "http://127.0.0.1:$port/") ;;
     esac
     timeout 40 slowhttptest -c 1000 -l 25 "${args[@]}" -o "$work/out_${mode}_$port" >"$work/st_${mode}_$port.log" 2>&1 &
+    attackers+=($!)
   done
   sleep 15
   other_f=$(curl -s -o /dev/null -w "%{http_code}" --max-time 3 http://127.0.0.1:9510/ || true)
   other_h=$(curl -s -o /dev/null -w "%{http_code}" --max-time 3 http://127.0.0.1:9520/ || true)
   echo "-$mode at 15 s: fulcrum $(rss $fulcrum) KiB (another client: $other_f), haproxy $(rss $haproxy) KiB (another client: $other_h)"
-  wait %3 %4 2>/dev/null || true
+  wait "${attackers[@]}" 2>/dev/null || true
   for port in 9510 9520; do
     echo "  $port: $(grep -c 'service available:.*NO' "$work/st_${mode}_$port.log" || true) samples with the service unavailable"
   done
