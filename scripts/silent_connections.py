@@ -8,19 +8,11 @@ silent connections were held, and how many silent connections the balancer
 had closed 30 s after they were opened. Loopback only.
 Usage: scripts/silent_connections.py [--connections 25000]
 """
-import argparse, os, resource, select, socket, subprocess, sys, tempfile, time
+import argparse, os, resource, socket, subprocess, sys, tempfile, time
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+from loopback import free_port, wait_port
 
-def wait_port(port):
-    end = time.time() + 10
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close(); return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on {port}")
+
 
 def get(port):
     try:

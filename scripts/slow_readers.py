@@ -9,23 +9,10 @@ Loopback only. Usage: scripts/slow_readers.py [--clients 200] [--binary target/r
 """
 import argparse, os, socket, subprocess, sys, tempfile, time
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+from loopback import free_port, rss_kib, wait_port
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
-def wait_port(port, limit=10):
-    end = time.time() + limit
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close(); return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on {port}")
+
 
 def main():
     ap = argparse.ArgumentParser()

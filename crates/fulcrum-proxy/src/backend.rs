@@ -84,11 +84,6 @@ impl Backend {
         self.ramp_from.store(now.max(1), Ordering::Relaxed);
     }
 
-    /// Whether a slow-start ramp is in progress.
-    pub fn is_ramping(&self) -> bool {
-        self.ramp_from.load(Ordering::Relaxed) != 0
-    }
-
     /// The fraction of its weight the backend gets at `now` under a ramp of
     /// `ramp` nanos: linear from near 0 to 1 (HAProxy's `slowstart`).
     /// Returns `None` when it is not (or no longer) ramping.

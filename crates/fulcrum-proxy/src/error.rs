@@ -32,10 +32,15 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// A failed send: the client's fault when the request body (a "user"
-    /// body to hyper's client) failed, else the backend's.
+    /// A failed send: the client's fault when the request body failed —
+    /// hyper's client reports a "user" error caused by the body's own
+    /// error, which for a forwarded body is the client connection's
+    /// `hyper::Error` — else the backend's (other user errors, such as a
+    /// connection task that is gone, stay the backend's).
     pub fn from_send(error: hyper::Error) -> Self {
-        if error.is_user() {
+        use std::error::Error as _;
+        let body_failed = error.is_user() && error.source().is_some_and(|cause| cause.is::<hyper::Error>());
+        if body_failed {
             Self::ClientBody(error)
         } else {
             Self::Send(error)

@@ -134,7 +134,8 @@ impl Guards {
         self.mirror_breaker(&breaker, crate::clock::now_nanos(), before, address);
     }
 
-    /// Records a finished call that held `permit`. `may_eject` answers
+    /// Records a finished call that held `permit` (every call admitted by
+    /// a breaker holds one). `may_eject` answers
     /// whether the pool's ejection cap allows one more ejection; it is
     /// asked only when outlier detection is about to eject.
     pub fn record(
@@ -146,12 +147,10 @@ impl Guards {
         may_eject: impl FnOnce() -> bool,
         address: SocketAddr,
     ) {
-        if let Some(breaker) = &self.breaker {
+        if let (Some(breaker), Some(permit)) = (&self.breaker, permit) {
             let mut breaker = breaker.lock().unwrap_or_else(|p| p.into_inner());
             let before = breaker.state();
-            // The permit is spent by recording; it only marks the call as admitted.
-            let _spent = permit;
-            breaker.record(outcome != Outcome::Success, duration_nanos, now);
+            breaker.record(permit, outcome != Outcome::Success, duration_nanos, now);
             self.mirror_breaker(&breaker, now, before, address);
         }
         if let Some(outlier) = &self.outlier {

@@ -89,7 +89,7 @@ async fn a_malformed_request_body_is_the_clients_fault_and_never_ejects_the_back
         let mut request = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         request.extend_from_slice(body);
         let status = raw_status(listen, &request).await;
-        assert!(status == 400 || status == 0, "a malformed chunked body got {status}");
+        assert_eq!(status, 400, "malformed chunked body {:?}", String::from_utf8_lossy(body));
     }
     let client = client();
     for _ in 0..5 {
@@ -184,7 +184,7 @@ async fn http2_cookie_crumbs_are_joined_and_whitespace_values_refused() {
     let request =
         Request::get(&url).header("x-padded", http::HeaderValue::from_static(" v ")).body(full("")).unwrap();
     let status = sender.send_request(request).await.map(|r| r.status().as_u16()).unwrap_or(0);
-    assert!(status == 400 || status == 0, "a padded HTTP/2 value got {status}");
+    assert_eq!(status, 400, "a padded HTTP/2 value");
     assert_eq!(log.lock().unwrap().len(), 1, "the malformed request was forwarded");
 
     // 5. An HTTP/2 body without content-length on a GET reaches the backend.

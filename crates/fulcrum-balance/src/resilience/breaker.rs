@@ -99,8 +99,9 @@ impl Tally {
     }
 }
 
-/// What an admitted call holds until it records an outcome or is cancelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an admitted call holds until it records an outcome
+/// ([`CircuitBreaker::record`]) or is cancelled; either consumes it.
+#[derive(Debug, PartialEq, Eq)]
 #[must_use = "a permit must be recorded or cancelled"]
 pub struct Permit {
     /// The half-open period this probe slot belongs to, for probes.
@@ -182,8 +183,17 @@ impl CircuitBreaker {
         }
     }
 
-    /// Records a finished call; returns the new state when it changed.
-    pub fn record(&mut self, failed: bool, duration_nanos: u64, now: u64) -> Option<BreakerState> {
+    /// Records how the call admitted with `permit` finished; returns the
+    /// new state when it changed. A call admitted in an earlier state
+    /// counts in the current one (as resilience4j records at completion).
+    pub fn record(
+        &mut self,
+        permit: Permit,
+        failed: bool,
+        duration_nanos: u64,
+        now: u64,
+    ) -> Option<BreakerState> {
+        drop(permit);
         let slow = duration_nanos > self.config.slow_call_duration_nanos;
         let before = self.state;
         match self.state {
@@ -279,8 +289,8 @@ mod tests {
     fn feed(breaker: &mut CircuitBreaker, failures: u32, successes: u32, now: u64) -> Option<BreakerState> {
         let mut last = None;
         for i in 0..failures + successes {
-            assert!(breaker.try_acquire(now).is_some());
-            last = breaker.record(i < failures, MS, now).or(last);
+            let permit = breaker.try_acquire(now).expect("admitted");
+            last = breaker.record(permit, i < failures, MS, now).or(last);
         }
         last
     }
@@ -309,15 +319,15 @@ mod tests {
         assert!(!breaker.allows(29_999 * MS));
         assert!(breaker.try_acquire(29_999 * MS).is_none());
         let after_wait = 30_000 * MS;
-        for _ in 0..10 {
-            assert!(breaker.try_acquire(after_wait).is_some());
-        }
+        let mut probes: Vec<Permit> =
+            (0..10).map(|_| breaker.try_acquire(after_wait).expect("a probe")).collect();
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
         assert!(breaker.try_acquire(after_wait).is_none(), "the 11th concurrent half-open call is rejected");
-        for _ in 0..9 {
-            assert_eq!(breaker.record(false, MS, after_wait), None);
+        let last = probes.pop().expect("ten probes");
+        for probe in probes {
+            assert_eq!(breaker.record(probe, false, MS, after_wait), None);
         }
-        assert_eq!(breaker.record(false, MS, after_wait), Some(BreakerState::Closed));
+        assert_eq!(breaker.record(last, false, MS, after_wait), Some(BreakerState::Closed));
     }
 
     #[test]
@@ -326,8 +336,8 @@ mod tests {
         feed(&mut breaker, 10, 0, 0);
         let t = 30_000 * MS;
         for i in 0..10 {
-            assert!(breaker.try_acquire(t).is_some());
-            breaker.record(i < 5, MS, t);
+            let probe = breaker.try_acquire(t).expect("a probe");
+            breaker.record(probe, i < 5, MS, t);
         }
         assert_eq!(breaker.state(), BreakerState::Open);
         assert!(!breaker.allows(t + 29_999 * MS) && breaker.allows(t + 30_000 * MS));
@@ -341,8 +351,8 @@ mod tests {
             ..config(WindowKind::Count)
         });
         for i in 0..10 {
-            assert!(breaker.try_acquire(0).is_some());
-            breaker.record(false, if i < 5 { 500 * MS } else { MS }, 0);
+            let permit = breaker.try_acquire(0).expect("closed");
+            breaker.record(permit, false, if i < 5 { 500 * MS } else { MS }, 0);
         }
         assert_eq!(breaker.state(), BreakerState::Open);
     }
@@ -359,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cancelled_probe_frees_its_slot_and_a_stale_one_frees_nothing() {
+    fn a_cancelled_probe_frees_its_slot() {
         let mut breaker =
             CircuitBreaker::new(BreakerConfig { half_open_calls: 1, ..config(WindowKind::Count) });
         feed(&mut breaker, 10, 0, 0);
@@ -368,15 +378,28 @@ mod tests {
         assert!(breaker.try_acquire(t).is_none(), "the only slot is taken");
         breaker.cancel(probe);
         let probe = breaker.try_acquire(t).expect("the cancelled probe's slot is free again");
-        // The probe fails: open for another wait; then a new half-open period.
-        breaker.record(true, MS, t);
-        assert_eq!(breaker.state(), BreakerState::Open);
+        assert_eq!(breaker.record(probe, false, MS, t), Some(BreakerState::Closed));
+    }
+
+    #[test]
+    fn a_stale_permit_frees_no_slot_of_a_later_period() {
+        let mut breaker =
+            CircuitBreaker::new(BreakerConfig { half_open_calls: 2, ..config(WindowKind::Count) });
+        // Admitted while closed, finished much later.
+        let from_closed = breaker.try_acquire(0).expect("closed");
+        feed(&mut breaker, 10, 0, 0);
+        let t = 30_000 * MS;
+        let (slow_probe, failing_probe) = (breaker.try_acquire(t).unwrap(), breaker.try_acquire(t).unwrap());
+        breaker.record(failing_probe, true, MS, t);
+        // The closed-state call ends now and counts as the period's second call: it reopens.
+        assert_eq!(breaker.record(from_closed, true, MS, t), Some(BreakerState::Open));
         let t2 = t + 30_000 * MS;
-        let fresh = breaker.try_acquire(t2).expect("second half-open period");
-        breaker.cancel(probe);
+        let (a, b) = (breaker.try_acquire(t2).unwrap(), breaker.try_acquire(t2).unwrap());
+        breaker.cancel(slow_probe);
         assert!(breaker.try_acquire(t2).is_none(), "an old period's permit frees no slot of the new one");
-        breaker.cancel(fresh);
-        assert!(breaker.try_acquire(t2).is_some());
+        breaker.cancel(a);
+        assert!(breaker.try_acquire(t2).is_some(), "the current period's cancelled permit does");
+        breaker.cancel(b);
     }
 
     #[test]

@@ -274,22 +274,21 @@ async fn forward(
             }
         };
         let took = attempt.finish(outcome, status.as_u16(), now);
-        let attempt = sent;
         attempted.upstream_nanos = Some(took);
         // A refused connection did no work upstream, so retrying it cannot
         // amplify load: it is not charged to the retry budget, which exists
         // to stop retry storms on struggling backends (timeouts, resets, 5xx).
-        let refused = matches!(attempt, Err(UpstreamError::Connect(_)));
+        let refused = matches!(sent, Err(UpstreamError::Connect(_)));
         let can_retry = retry_possible && retryable && (refused || pool.try_retry());
         if !can_retry {
-            let response = match attempt {
-                Ok(attempt) => finish(attempt),
+            let response = match sent {
+                Ok(sent) => finish(sent),
                 Err(error) => failed(pool, &backend, &error, took),
             };
             return (response, attempted);
         }
         let policy = policy.expect("can_retry implies a policy");
-        match &attempt {
+        match &sent {
             Ok((response, _, _)) => {
                 tracing::info!(backend = %backend.address, status = %response.status(), retry = retries + 1, "retrying on another backend")
             }
@@ -297,7 +296,7 @@ async fn forward(
                 tracing::info!(backend = %backend.address, %error, retry = retries + 1, "retrying on another backend")
             }
         }
-        drop(attempt);
+        drop(sent);
         pool.metrics.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let wait = crate::rng::with_rng(|rng| backoff(policy.backoff, policy.max_backoff, retries, rng));
         tokio::time::sleep(wait).await;
@@ -307,7 +306,7 @@ async fn forward(
 
 /// A response's headers, the connection it came on and the request's
 /// in-flight count, which lasts until the response body ends.
-type Attempt = (Response<Incoming>, (hyper::client::conn::http1::SendRequest<RequestBody>, Target), InFlight);
+type Sent = (Response<Incoming>, (hyper::client::conn::http1::SendRequest<RequestBody>, Target), InFlight);
 
 /// One attempt on `backend`: a pooled connection, the request, the
 /// response headers within the pool's timeout.
@@ -320,7 +319,7 @@ async fn send(
     pool: &Pool,
     backend: &Arc<Backend>,
     request: Request<RequestBody>,
-) -> Result<Attempt, UpstreamError> {
+) -> Result<Sent, UpstreamError> {
     let target = Target::new(backend, pool);
     let in_flight = backend.load.start();
     let (mut sender, reused) = upstream::checkout(&target).await?;
@@ -344,7 +343,7 @@ async fn send(
 }
 
 /// Streams a backend's response to the client.
-fn finish((response, connection, in_flight): Attempt) -> Response<ProxyBody> {
+fn finish((response, connection, in_flight): Sent) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     headers::prepare_response(&mut parts.headers, false);
     Response::from_parts(parts, ProxyBody::upstream(body, Some(connection), in_flight))
