@@ -42,10 +42,18 @@ impl Capacity {
 
 /// The priority level (index into `levels`, ordered 0 first) that serves a
 /// request, given a uniform `draw` in [0, 1). `None` when nothing is healthy.
-pub fn choose_priority(levels: &[Capacity], draw: f64) -> Option<usize> {
+/// `levels` is walked lazily (the proxy measures a level only when the
+/// levels before it left traffic over), and again only when no level won
+/// the draw.
+pub fn choose_priority<I>(levels: I, draw: f64) -> Option<usize>
+where
+    I: IntoIterator<Item = Capacity>,
+    I::IntoIter: Clone,
+{
+    let levels = levels.into_iter();
     let mut left = 1.0;
     let mut ticket = draw;
-    for (index, level) in levels.iter().enumerate() {
+    for (index, level) in levels.clone().enumerate() {
         let served = left * level.share();
         if ticket < served {
             return Some(index);
@@ -53,9 +61,7 @@ pub fn choose_priority(levels: &[Capacity], draw: f64) -> Option<usize> {
         ticket -= served;
         left -= served;
     }
-    // All levels degraded: what is left goes to the first level that still
-    // has anything healthy (Envoy normalises the same way).
-    levels.iter().position(|l| l.healthy > 0)
+    levels.into_iter().position(|l| l.healthy > 0)
 }
 
 /// Whether the local zone serves a request, given a uniform `draw` in
@@ -69,9 +75,9 @@ pub fn serve_locally(local: Capacity, remote_healthy: bool, draw: f64) -> bool {
 
 /// The nearest region with something healthy: `regions` are
 /// `(latency from the client, has a healthy backend)` per candidate region.
-pub fn nearest_region(regions: &[(u32, bool)]) -> Option<usize> {
+pub fn nearest_region(regions: impl IntoIterator<Item = (u32, bool)>) -> Option<usize> {
     regions
-        .iter()
+        .into_iter()
         .enumerate()
         .filter(|(_, (_, healthy))| *healthy)
         .min_by_key(|(_, (latency, _))| *latency)
@@ -91,7 +97,7 @@ mod tests {
         let mut rng = SplitMix64::new(7);
         let mut counts = vec![0u32; levels.len()];
         for _ in 0..100_000 {
-            if let Some(level) = choose_priority(levels, rng.next_f64()) {
+            if let Some(level) = choose_priority(levels.iter().copied(), rng.next_f64()) {
                 counts[level] += 1;
             }
         }
@@ -115,7 +121,7 @@ mod tests {
         // Everything degraded: the remainder goes to the first live level.
         let served = served_by_level(&[capacity(1, 4), capacity(1, 4)]);
         assert!((served[0] - (0.35 + 1.0 - 0.35 - 0.65 * 0.35)).abs() < 0.01, "{served:?}");
-        assert_eq!(choose_priority(&[capacity(0, 1), capacity(0, 1)], 0.5), None);
+        assert_eq!(choose_priority([capacity(0, 1), capacity(0, 1)], 0.5), None);
     }
 
     #[test]
@@ -129,8 +135,8 @@ mod tests {
 
     #[test]
     fn the_nearest_healthy_region_wins() {
-        assert_eq!(nearest_region(&[(90, true), (0, true), (40, true)]), Some(1));
-        assert_eq!(nearest_region(&[(90, true), (0, false), (40, true)]), Some(2));
-        assert_eq!(nearest_region(&[(90, false), (0, false)]), None);
+        assert_eq!(nearest_region([(90, true), (0, true), (40, true)]), Some(1));
+        assert_eq!(nearest_region([(90, true), (0, false), (40, true)]), Some(2));
+        assert_eq!(nearest_region([(90, false), (0, false)]), None);
     }
 }

@@ -97,8 +97,11 @@ impl Geo {
         if a == b {
             return 0;
         }
-        let key = |x: &str, y: &str| (x.to_string(), y.to_string());
-        self.latency.get(&key(a, b)).or_else(|| self.latency.get(&key(b, a))).copied().unwrap_or(u32::MAX)
+        // A few region pairs at most: a scan, and no key to allocate.
+        self.latency
+            .iter()
+            .find(|((x, y), _)| (x == a && y == b) || (x == b && y == a))
+            .map_or(u32::MAX, |(_, &ms)| ms)
     }
 }
 

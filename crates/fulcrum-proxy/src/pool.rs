@@ -32,7 +32,7 @@ pub struct Pool {
     selector: ArcSwap<Box<dyn Selector>>,
     built_weights: Mutex<Vec<u32>>,
     tiers: Option<Tiers>,
-    retry_budget: Option<Mutex<RetryBudget>>,
+    retry_budget: Option<RetryBudget>,
     /// Pool-level counters.
     pub metrics: crate::metrics::PoolMetrics,
     /// Upstream timeouts.
@@ -82,9 +82,10 @@ impl Pool {
             selector: ArcSwap::from_pointee(build_selector(&config.algorithm, &[])),
             built_weights: Mutex::new(Vec::new()),
             tiers: Tiers::new(&backends, config.locality_zone.clone(), geo),
-            retry_budget: config.retries.as_ref().map(|r| {
-                Mutex::new(RetryBudget::new(r.budget_percent, r.min_retries_per_second, RETRY_WINDOW_SECONDS))
-            }),
+            retry_budget: config
+                .retries
+                .as_ref()
+                .map(|r| RetryBudget::new(r.budget_percent, r.min_retries_per_second, RETRY_WINDOW_SECONDS)),
             metrics: Default::default(),
             backends,
             timeouts: config.timeouts,
@@ -209,15 +210,13 @@ impl Pool {
     /// Counts a first attempt against the retry budget.
     pub fn record_request(&self) {
         if let Some(budget) = &self.retry_budget {
-            budget.lock().unwrap_or_else(|p| p.into_inner()).record_request(crate::clock::now_nanos());
+            budget.record_request(crate::clock::now_nanos());
         }
     }
 
     /// Takes a retry from the pool's budget, if any is left.
     pub fn try_retry(&self) -> bool {
-        self.retry_budget
-            .as_ref()
-            .is_some_and(|b| b.lock().unwrap_or_else(|p| p.into_inner()).try_retry(crate::clock::now_nanos()))
+        self.retry_budget.as_ref().is_some_and(|b| b.try_retry(crate::clock::now_nanos()))
     }
 }
 

@@ -2,7 +2,9 @@
 //! picks: the priority level that serves, the nearest healthy region of
 //! the client, and whether the local zone serves. The math is the core's
 //! `fulcrum_balance::tiers`; this file measures the pool's healthy capacity
-//! and turns the answer into the candidate filter.
+//! and turns the answer into the candidate filter. What depends only on
+//! membership (the levels, each level's regions) is computed when the pool
+//! is built, so a request allocates nothing here.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use crate::backend::Backend;
 #[derive(Debug)]
 pub struct Tiers {
     levels: Vec<u8>,
+    /// Each level's distinct backend regions, sorted (geo routing only).
+    regions: Vec<Vec<String>>,
     local_zone: Option<String>,
     geo: Option<Arc<Geo>>,
 }
@@ -45,8 +49,22 @@ impl Tiers {
         let mut levels: Vec<u8> = backends.iter().map(|b| b.priority).collect();
         levels.sort_unstable();
         levels.dedup();
+        let regions = levels
+            .iter()
+            .map(|&level| {
+                let mut regions: Vec<String> = backends
+                    .iter()
+                    .filter(|b| b.priority == level)
+                    .filter_map(|b| b.region.clone())
+                    .collect();
+                regions.sort_unstable();
+                regions.dedup();
+                regions
+            })
+            .collect();
         (levels.len() > 1 || local_zone.is_some() || geo.is_some()).then_some(Self {
             levels,
+            regions,
             local_zone,
             geo,
         })
@@ -66,32 +84,24 @@ impl Tiers {
                 total: c.total + u64::from(b.weight),
             })
         };
-        let priority = if self.levels.len() > 1 {
-            let levels: Vec<Capacity> = self.levels.iter().map(|&p| capacity(&|b| b.priority == p)).collect();
-            choose_priority(&levels, rng.next_f64()).map_or(self.levels[0], |i| self.levels[i])
+        let level = if self.levels.len() > 1 {
+            let levels = self.levels.iter().map(|&p| capacity(&|b| b.priority == p));
+            choose_priority(levels, rng.next_f64()).unwrap_or(0)
         } else {
-            self.levels.first().copied().unwrap_or(0)
+            0
         };
+        let priority = self.levels.get(level).copied().unwrap_or(0);
 
         let region = self.geo.as_ref().and_then(|geo| {
             let from = geo.region_of(client?)?;
-            let mut regions: Vec<&str> = backends
-                .iter()
-                .filter(|b| b.priority == priority)
-                .filter_map(|b| b.region.as_deref())
-                .collect();
-            regions.sort_unstable();
-            regions.dedup();
-            let options: Vec<(u32, bool)> = regions
-                .iter()
-                .map(|&r| {
-                    let healthy = backends.iter().any(|b| {
-                        b.priority == priority && b.region.as_deref() == Some(r) && b.is_available(now)
-                    });
-                    (geo.latency_ms(from, r), healthy)
-                })
-                .collect();
-            nearest_region(&options).map(|i| regions[i])
+            let regions = self.regions.get(level)?;
+            let options = regions.iter().map(|r| {
+                let healthy = backends.iter().any(|b| {
+                    b.priority == priority && b.region.as_deref() == Some(r.as_str()) && b.is_available(now)
+                });
+                (geo.latency_ms(from, r), healthy)
+            });
+            nearest_region(options).map(|i| regions[i].as_str())
         });
 
         let local = self.local_zone.as_deref().map(|zone| {

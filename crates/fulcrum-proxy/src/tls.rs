@@ -1,14 +1,17 @@
 //! TLS termination with rustls: several certificates, one chosen per
 //! connection by the SNI name the client asks for, matched against the
-//! names each certificate carries (webpki's subject-name check, so
-//! wildcards behave as browsers expect). ALPN offers h2 and http/1.1.
+//! DNS names each certificate's subject alternative names carry, read once
+//! when the config is loaded. A wildcard `*.example.com` matches exactly
+//! one more leftmost label, as browsers match it (RFC 6125 §6.4.3); the
+//! client still verifies the certificate itself. ALPN offers h2 and
+//! http/1.1.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use fulcrum_config::Tls;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -27,7 +30,10 @@ pub fn server_config(tls: &Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
             .key_provider
             .load_private_key(key)
             .with_context(|| format!("unusable private key in {}", pair.key.display()))?;
-        certificates.push(Arc::new(CertifiedKey::new(chain, signing_key)));
+        let names = dns_names(&chain[0]).with_context(|| {
+            format!("cannot read the names of the certificate in {}", pair.cert.display())
+        })?;
+        certificates.push(Named { names, key: Arc::new(CertifiedKey::new(chain, signing_key)) });
     }
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -38,26 +44,57 @@ pub fn server_config(tls: &Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(config))
 }
 
-/// Picks the first certificate valid for the client's SNI name, or the
-/// first certificate when there is no name or no match.
+/// A certificate and the DNS names (lowercase, maybe `*.`-wildcards) it is for.
+#[derive(Debug)]
+struct Named {
+    names: Vec<String>,
+    key: Arc<CertifiedKey>,
+}
+
+/// The DNS names in `leaf`'s subject alternative names.
+fn dns_names(leaf: &CertificateDer<'_>) -> anyhow::Result<Vec<String>> {
+    let cert = webpki::EndEntityCert::try_from(leaf).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cert.valid_dns_names().map(str::to_ascii_lowercase).collect())
+}
+
+/// Picks the first certificate for the client's SNI name, or the first
+/// certificate when there is no name or no match.
 #[derive(Debug)]
 struct SniResolver {
-    certificates: Vec<Arc<CertifiedKey>>,
+    certificates: Vec<Named>,
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let by_name = hello.server_name().and_then(|name| {
-            let name = ServerName::try_from(name).ok()?;
-            self.certificates.iter().find(|key| valid_for(key, &name))
-        });
-        by_name.or_else(|| self.certificates.first()).cloned()
+        let by_name = hello
+            .server_name()
+            .and_then(|sni| self.certificates.iter().find(|c| c.names.iter().any(|n| name_matches(n, sni))));
+        by_name.or_else(|| self.certificates.first()).map(|c| Arc::clone(&c.key))
     }
 }
 
-fn valid_for(key: &CertifiedKey, name: &ServerName<'_>) -> bool {
-    key.cert
-        .first()
-        .and_then(|leaf| webpki::EndEntityCert::try_from(leaf).ok())
-        .is_some_and(|cert| cert.verify_is_valid_for_subject_name(name).is_ok())
+/// Whether certificate name `pattern` covers `sni` (case-insensitive; a
+/// leading `*.` stands for exactly one non-empty label).
+fn name_matches(pattern: &str, sni: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(parent) => sni
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(parent)),
+        None => pattern.eq_ignore_ascii_case(sni),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_matches;
+
+    #[test]
+    fn wildcards_cover_one_label() {
+        assert!(name_matches("a.example.com", "A.Example.com"));
+        assert!(name_matches("*.example.com", "www.example.com"));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(!name_matches("*.example.com", "a.b.example.com"));
+        assert!(!name_matches("*.example.com", ".example.com"));
+        assert!(!name_matches("a.example.com", "b.example.com"));
+    }
 }
