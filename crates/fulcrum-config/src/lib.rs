@@ -25,34 +25,68 @@ pub use model::*;
 pub use resilience::{CircuitBreaker, HealthCheck, PassiveHealth, ProbeKind, Retries, RetryOn};
 pub use runtime::{AddedBackend, BackendChange, Overlay, PoolOverlay};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::single(path.display().to_string(), format!("cannot read the config file: {e}"))
-    })?;
-    let base_dir = path.parent().unwrap_or(Path::new("."));
-    parse(&text, &path.display().to_string(), base_dir)
+    Ok(Source::read(path)?.config(&Overlay::default())?.0)
 }
 
 /// Validates config `text`; `source` names it in errors and relative file
 /// paths in it (certificates) are resolved against `base_dir`.
 pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
-    let raw: file::FileConfig =
-        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let location = inner.span().map(|s| span::line_col(text, s.start));
-            ConfigErrors {
-                source: source.to_string(),
-                errors: vec![ConfigError {
-                    path: if path == "." { String::new() } else { path },
-                    location,
-                    message: inner.message().to_string(),
-                }],
-            }
+    let source =
+        Source { text: text.to_string(), name: source.to_string(), base_dir: base_dir.to_path_buf() };
+    Ok(source.config(&Overlay::default())?.0)
+}
+
+/// A config file's text and where it came from, kept so that runtime
+/// changes ([`Overlay`]) are validated together with it, by the same
+/// validator.
+#[derive(Debug, Clone)]
+pub struct Source {
+    text: String,
+    name: String,
+    base_dir: PathBuf,
+}
+
+impl Source {
+    /// Reads the config file at `path`.
+    pub fn read(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::single(path.display().to_string(), format!("cannot read the config file: {e}"))
         })?;
-    validate::validate(raw, text, base_dir)
-        .map_err(|errors| ConfigErrors { source: source.to_string(), errors })
+        let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Ok(Self { text, name: path.display().to_string(), base_dir })
+    }
+
+    /// Config text that is not a file (the demo's); paths resolve against `.`.
+    pub fn inline(text: &str, name: &str) -> Self {
+        Self { text: text.to_string(), name: name.to_string(), base_dir: PathBuf::from(".") }
+    }
+
+    /// The effective config: `overlay` layered over the file, validated
+    /// as one, with the overlay's warnings (changes for pools or backends
+    /// the file no longer has).
+    pub fn config(&self, overlay: &Overlay) -> Result<(Config, Vec<String>), ConfigErrors> {
+        let text = &self.text;
+        let mut raw: file::FileConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let location = inner.span().map(|s| span::line_col(text, s.start));
+                ConfigErrors {
+                    source: self.name.clone(),
+                    errors: vec![ConfigError {
+                        path: if path == "." { String::new() } else { path },
+                        location,
+                        message: inner.message().to_string(),
+                    }],
+                }
+            })?;
+        let warnings = overlay.apply(&mut raw);
+        let config = validate::validate(raw, text, &self.base_dir)
+            .map_err(|errors| ConfigErrors { source: self.name.clone(), errors })?;
+        Ok((config, warnings))
+    }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Backend, BackendState, Config};
+use crate::file::{BackendFile, FileConfig};
 
 /// Runtime changes to one pool.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,45 +98,51 @@ impl Overlay {
         Ok(())
     }
 
-    /// `config` with the overlay applied. Changes for pools or backends the
-    /// file no longer has are skipped and reported as warnings.
-    pub fn apply(&self, mut config: Config) -> (Config, Vec<String>) {
+    /// Layers the overlay over the file's backend lists, before
+    /// validation: the effective config then goes through the one
+    /// validator the file alone goes through (weights, duplicates, states,
+    /// table sizes…). Changes for pools or backends the file no longer has
+    /// are skipped and returned as warnings.
+    pub(crate) fn apply(&self, raw: &mut FileConfig) -> Vec<String> {
         let mut warnings = Vec::new();
         for (name, overlay) in &self.pools {
-            let Some(pool) = config.pools.get_mut(name) else {
+            let Some(pool) = raw.pools.get_mut(name) else {
                 warnings
                     .push(format!("runtime changes for pool `{name}` skipped: the config has no such pool"));
                 continue;
             };
-            pool.backends.retain(|b| !overlay.removed.contains(&b.address));
+            let is = |b: &BackendFile, address: &SocketAddr| {
+                b.address.parse::<SocketAddr>().ok() == Some(*address)
+            };
+            pool.backends.retain(|b| !overlay.removed.iter().any(|a| is(b, a)));
             for added in &overlay.added {
-                if !pool.backends.iter().any(|b| b.address == added.address) {
-                    pool.backends.push(Backend {
-                        address: added.address,
-                        weight: added.weight,
+                if !pool.backends.iter().any(|b| is(b, &added.address)) {
+                    pool.backends.push(BackendFile {
+                        address: added.address.to_string(),
+                        weight: Some(added.weight),
                         zone: added.zone.clone(),
                         region: added.region.clone(),
-                        priority: 0,
-                        state: BackendState::Active,
+                        priority: None,
+                        state: None,
                     });
                 }
             }
             for (address, change) in &overlay.changed {
-                let Some(backend) = pool.backends.iter_mut().find(|b| b.address == *address) else {
+                let Some(backend) = pool.backends.iter_mut().find(|b| is(b, address)) else {
                     warnings.push(format!(
                         "runtime change for {address} in pool `{name}` skipped: no such backend"
                     ));
                     continue;
                 };
                 if let Some(weight) = change.weight {
-                    backend.weight = weight;
+                    backend.weight = Some(weight);
                 }
-                if let Some(state) = change.state.as_deref().and_then(BackendState::parse) {
-                    backend.state = state;
+                if let Some(state) = &change.state {
+                    backend.state = Some(state.clone());
                 }
             }
         }
-        (config, warnings)
+        warnings
     }
 
     /// Records an added backend (undoing an earlier removal of it).
@@ -175,13 +181,11 @@ impl Overlay {
 mod tests {
     use super::*;
 
-    fn config() -> Config {
-        crate::parse(
+    fn file() -> crate::Source {
+        crate::Source::inline(
             "[pools.app]\nbackends = [{ address = \"127.0.0.1:1\" }, { address = \"127.0.0.1:2\" }]\n",
             "t",
-            Path::new("."),
         )
-        .unwrap()
     }
 
     fn addr(port: u16) -> SocketAddr {
@@ -194,11 +198,11 @@ mod tests {
         overlay.add("app", AddedBackend { address: addr(3), weight: 5, zone: None, region: None });
         overlay.change("app", addr(1), BackendChange { weight: Some(9), state: Some("draining".into()) });
         overlay.remove("app", addr(2));
-        let (config, warnings) = overlay.apply(config());
+        let (config, warnings) = file().config(&overlay).unwrap();
         assert!(warnings.is_empty());
         let backends = &config.pools["app"].backends;
         assert_eq!(backends.iter().map(|b| b.address.port()).collect::<Vec<_>>(), [1, 3]);
-        assert_eq!((backends[0].weight, backends[0].state), (9, BackendState::Draining));
+        assert_eq!((backends[0].weight, backends[0].state), (9, crate::BackendState::Draining));
         assert_eq!(backends[1].weight, 5);
 
         let dir = std::env::temp_dir().join(format!("fulcrum-overlay-{}", std::process::id()));
@@ -218,7 +222,16 @@ mod tests {
         assert_eq!(overlay.pools["app"], PoolOverlay::default());
         overlay.change("gone", addr(1), BackendChange { weight: Some(2), state: None });
         overlay.change("app", addr(7), BackendChange { weight: Some(2), state: None });
-        let (_, warnings) = overlay.apply(config());
+        let (_, warnings) = file().config(&overlay).unwrap();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
+    }
+
+    #[test]
+    fn runtime_changes_go_through_the_files_validator() {
+        let mut overlay = Overlay::default();
+        overlay.change("app", addr(1), BackendChange { weight: Some(0), state: Some("sleeping".into()) });
+        let errors = file().config(&overlay).unwrap_err().errors;
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["pools.app.backends[0].weight", "pools.app.backends[0].state"], "{errors:?}");
     }
 }

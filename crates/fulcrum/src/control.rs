@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use fulcrum_admin::{ApiError, BackendUpdate, Control, NewBackend};
-use fulcrum_config::{AddedBackend, BackendChange, BackendState, Config, Overlay, MAX_WEIGHT};
+use fulcrum_config::{AddedBackend, BackendChange, Config, Overlay, Source};
 use fulcrum_proxy::{BackendStats, Proxy, Stats};
 use http::StatusCode;
 
@@ -27,39 +27,35 @@ struct Inner {
 }
 
 struct State {
-    file_config: Config,
+    /// The config file's text, which every overlay is validated with.
+    source: Source,
     overlay: Overlay,
 }
 
 impl Controller {
-    /// Starts with `file_config` (as read from `config_path`) and the
-    /// runtime changes persisted beside it, returning the effective config
-    /// the proxy should start with.
-    pub fn load(config_path: Option<PathBuf>, file_config: Config) -> Result<(Config, Overlay), String> {
-        let overlay = match &config_path {
+    /// Starts with `source` (read from `config_path`) and the runtime
+    /// changes persisted beside it, returning the effective config the
+    /// proxy should start with; both are validated together.
+    pub fn load(config_path: Option<&std::path::Path>, source: &Source) -> Result<(Config, Overlay), String> {
+        let overlay = match config_path {
             Some(path) => Overlay::load(&Overlay::path_for(path))?,
             None => Overlay::default(),
         };
-        let (effective, warnings) = overlay.apply(file_config);
+        let (effective, warnings) = source.config(&overlay).map_err(|e| e.to_string())?;
         for warning in warnings {
             tracing::warn!("{warning}");
         }
         Ok((effective, overlay))
     }
 
-    /// A controller for a proxy started from `file_config` + `overlay`.
-    pub fn new(
-        config_path: Option<PathBuf>,
-        file_config: Config,
-        overlay: Overlay,
-        proxy: Arc<Proxy>,
-    ) -> Self {
-        let graceful_timeout = file_config.server.graceful_timeout;
+    /// A controller for a proxy started from `source` + `overlay`.
+    pub fn new(config_path: Option<PathBuf>, source: Source, overlay: Overlay, proxy: Arc<Proxy>) -> Self {
+        let graceful_timeout = proxy.config().server.graceful_timeout;
         Self(Arc::new(Inner {
             config_path,
             proxy,
             graceful_timeout,
-            state: Mutex::new(State { file_config, overlay }),
+            state: Mutex::new(State { source, overlay }),
         }))
     }
 
@@ -67,14 +63,17 @@ impl Controller {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies `overlay` over the file config; persists it once applied. On
-    /// any failure nothing changes.
+    /// Applies `overlay` over the file config, validated with it as the
+    /// file alone is (an invalid change is a 400 naming the key); persists
+    /// it once applied. On any failure nothing changes.
     fn commit(&self, state: &mut State, overlay: Overlay) -> Result<(), ApiError> {
-        let (effective, warnings) = overlay.apply(state.file_config.clone());
+        let (effective, warnings) = state.source.config(&overlay).map_err(|e| {
+            bad_request(e.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        })?;
         for warning in warnings {
             tracing::warn!("{warning}");
         }
-        let previous = overlay_config(state);
+        let previous = self.0.proxy.config();
         self.0.proxy.reload(effective).map_err(|e| internal(format!("cannot apply the change: {e:#}")))?;
         if let Some(path) = &self.0.config_path {
             if let Err(e) = overlay.save(&Overlay::path_for(path)) {
@@ -132,24 +131,12 @@ impl Controller {
     }
 }
 
-fn overlay_config(state: &State) -> Config {
-    state.overlay.apply(state.file_config.clone()).0
-}
-
 fn internal(message: String) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
 }
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
-}
-
-fn check_weight(weight: u32) -> Result<u32, ApiError> {
-    if (1..=MAX_WEIGHT).contains(&weight) {
-        Ok(weight)
-    } else {
-        Err(bad_request(format!("weight must be between 1 and {MAX_WEIGHT} (got {weight})")))
-    }
 }
 
 impl Control for Controller {
@@ -165,10 +152,10 @@ impl Control for Controller {
         let address: SocketAddr = backend.address.parse().map_err(|_| {
             bad_request(format!("`{}` is not an IP:port address (e.g. \"127.0.0.1:9004\")", backend.address))
         })?;
-        let weight = check_weight(backend.weight.unwrap_or(1))?;
+        let weight = backend.weight.unwrap_or(1);
         let mut state = self.lock();
-        let effective = overlay_config(&state);
-        let Some(pool_config) = effective.pools.get(pool) else {
+        let running = self.0.proxy.config();
+        let Some(pool_config) = running.pools.get(pool) else {
             return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no pool named `{pool}`")));
         };
         if pool_config.backends.iter().any(|b| b.address == address) {
@@ -186,14 +173,7 @@ impl Control for Controller {
         let current = self.backend(pool, id)?;
         let address: SocketAddr =
             current.address.parse().map_err(|_| internal("bad backend address".into()))?;
-        let weight = update.weight.map(check_weight).transpose()?;
-        if let Some(state) = &update.state {
-            if BackendState::parse(state).is_none() {
-                return Err(bad_request(format!(
-                    "unknown state `{state}`; expected active, draining or maintenance"
-                )));
-            }
-        }
+        let weight = update.weight;
         let mut state = self.lock();
         let mut overlay = state.overlay.clone();
         overlay.change(pool, address, BackendChange { weight, state: update.state.clone() });
@@ -221,12 +201,14 @@ impl Control for Controller {
         let Some(path) = &self.0.config_path else {
             return Err(vec!["this instance has no config file to reload".into()]);
         };
-        let file_config = fulcrum_config::load(path)
-            .map_err(|e| e.errors.iter().map(|e| format!("{}:{e}", path.display())).collect::<Vec<_>>())?;
+        let errors = |e: fulcrum_config::ConfigErrors| {
+            e.errors.iter().map(|e| format!("{}:{e}", path.display())).collect::<Vec<_>>()
+        };
+        let source = Source::read(path).map_err(errors)?;
         let mut state = self.lock();
-        let (effective, warnings) = state.overlay.apply(file_config.clone());
+        let (effective, warnings) = source.config(&state.overlay).map_err(errors)?;
         let changes = self.0.proxy.reload(effective).map_err(|e| vec![format!("{e:#}")])?;
-        state.file_config = file_config;
+        state.source = source;
         Ok(changes.iter().map(ToString::to_string).chain(warnings).collect())
     }
 }

@@ -5,7 +5,6 @@
 //! (20 per second, loopback only) so the dashboard has something to explain.
 //! Runs until Ctrl-C.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -87,11 +86,12 @@ async fn demo() -> anyhow::Result<()> {
         };
         tokio::spawn(crate::backend::serve(listener, args));
     }
-    let config = fulcrum_config::parse(&config_text(), "demo", Path::new("."))
-        .map_err(|e| anyhow::anyhow!("the demo config is invalid: {e}"))?;
+    let source = fulcrum_config::Source::inline(&config_text(), "demo");
+    let overlay = fulcrum_config::Overlay::default();
+    let (config, _) =
+        source.config(&overlay).map_err(|e| anyhow::anyhow!("the demo config is invalid: {e}"))?;
     let graceful_timeout = config.server.graceful_timeout;
-    let (_controller, proxy, admin_stop) =
-        crate::run::start(None, config.clone(), fulcrum_config::Overlay::default(), config).await?;
+    let (_controller, proxy, admin_stop) = crate::run::start(None, source, overlay, config).await?;
 
     println!("Fulcrum demo is running.\n");
     println!("  balancer   http://{BALANCER}/      (p2c over {} backends, health checks, outlier detection, retries)", BACKENDS.len());

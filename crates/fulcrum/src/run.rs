@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use fulcrum_admin::Control;
-use fulcrum_config::{Config, Overlay};
+use fulcrum_config::{Config, Overlay, Source};
 use fulcrum_proxy::Proxy;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -17,22 +17,22 @@ use crate::control::Controller;
 
 /// Runs the balancer from `path`.
 pub fn run(path: &Path) -> ExitCode {
-    let file_config = match fulcrum_config::load(path) {
-        Ok(config) => config,
+    let source = match Source::read(path) {
+        Ok(source) => source,
         Err(errors) => {
             eprintln!("{errors}");
             return ExitCode::from(2);
         }
     };
-    let (config, overlay) = match Controller::load(Some(path.to_path_buf()), file_config.clone()) {
+    let (config, overlay) = match Controller::load(Some(path), &source) {
         Ok(loaded) => loaded,
         Err(e) => {
-            eprintln!("fulcrum: the runtime changes saved beside the config cannot be read: {e}");
+            eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
     let served = runtime(config.server.worker_threads)
-        .and_then(|rt| rt.block_on(serve(path.to_path_buf(), file_config, overlay, config)));
+        .and_then(|rt| rt.block_on(serve(path.to_path_buf(), source, overlay, config)));
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => crate::runtime_failure(&e),
@@ -56,13 +56,13 @@ pub fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime>
 
 /// Serves until a stop signal; SIGHUP re-reads `path` (runtime changes stay
 /// layered over it).
-async fn serve(path: PathBuf, file_config: Config, overlay: Overlay, config: Config) -> anyhow::Result<()> {
+async fn serve(path: PathBuf, source: Source, overlay: Overlay, config: Config) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let graceful_timeout = config.server.graceful_timeout;
     let watch = config.admin.as_ref().is_some_and(|a| a.watch_config);
-    let (controller, proxy, admin_stop) = start(Some(path.clone()), file_config, overlay, config).await?;
+    let (controller, proxy, admin_stop) = start(Some(path.clone()), source, overlay, config).await?;
     if watch {
         tokio::spawn(watch_config(path.clone(), controller.clone()));
     }
@@ -87,17 +87,17 @@ async fn serve(path: PathBuf, file_config: Config, overlay: Overlay, config: Con
     Ok(())
 }
 
-/// Starts the proxy on `config` (the file's config with `overlay` applied)
-/// and, when configured, the admin API.
+/// Starts the proxy on `config` (`source` with `overlay` applied) and,
+/// when configured, the admin API.
 pub async fn start(
     path: Option<PathBuf>,
-    file_config: Config,
+    source: Source,
     overlay: Overlay,
     config: Config,
 ) -> anyhow::Result<(Controller, Arc<Proxy>, CancellationToken)> {
     let admin = config.admin.clone();
     let proxy = Proxy::start(config)?;
-    let controller = Controller::new(path, file_config, overlay, Arc::clone(&proxy));
+    let controller = Controller::new(path, source, overlay, Arc::clone(&proxy));
     let admin_stop = CancellationToken::new();
     if let Some(admin) = admin {
         let (control, stop) =
