@@ -75,9 +75,10 @@ pub struct Acceptor {
     pub tracker: TaskTracker,
     /// Shared HTTP connection settings.
     pub builder: Arc<auto::Builder<TokioExecutor>>,
-    /// Signalled when accepting fails for want of file descriptors: idle
-    /// connections close so new clients can be served.
-    pub fd_pressure: Arc<tokio::sync::Notify>,
+    /// Every open HTTP connection, for idle timeouts; when accepting fails
+    /// for want of file descriptors, idle ones close so new clients can be
+    /// served.
+    pub watchlist: Arc<l7::Watchlist>,
 }
 
 /// Binds `address` (with `SO_REUSEADDR`, as every restartable server does).
@@ -103,7 +104,7 @@ pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
                 // Out of file descriptors or similar: ask idle connections
                 // to close, and back off instead of spinning.
                 if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) {
-                    acceptor.fd_pressure.notify_waiters();
+                    acceptor.watchlist.close_idle();
                 }
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -138,9 +139,9 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Accepto
             let connection = Arc::new(Connection {
                 state: Arc::clone(&acceptor.state),
                 client: client("http"),
-                activity: Arc::default(),
+                activity: Arc::new(l7::Activity::new(acceptor.drain.child_token())),
             });
-            l7::serve(stream, &acceptor.builder, connection, acceptor.drain, &acceptor.fd_pressure).await;
+            l7::serve(stream, &acceptor.builder, connection, &acceptor.watchlist).await;
         }
         Protocol::Https => {
             let Some(tls) = tls.map(tokio_rustls::TlsAcceptor::from) else { return };
@@ -152,9 +153,9 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Accepto
             let connection = Arc::new(Connection {
                 state: Arc::clone(&acceptor.state),
                 client: client("https"),
-                activity: Arc::default(),
+                activity: Arc::new(l7::Activity::new(acceptor.drain.child_token())),
             });
-            l7::serve(stream, &acceptor.builder, connection, acceptor.drain, &acceptor.fd_pressure).await;
+            l7::serve(stream, &acceptor.builder, connection, &acceptor.watchlist).await;
         }
     }
 }

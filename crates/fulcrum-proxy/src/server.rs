@@ -26,6 +26,8 @@ pub struct Proxy {
     tracker: TaskTracker,
     drain: CancellationToken,
     builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    /// Every open HTTP connection, swept for idle timeouts.
+    watchlist: Arc<crate::http::Watchlist>,
 }
 
 #[derive(Debug)]
@@ -59,6 +61,7 @@ impl Proxy {
             tracker: TaskTracker::new(),
             drain: CancellationToken::new(),
             builder: Arc::new(crate::http::connection_builder()),
+            watchlist: crate::http::Watchlist::start(),
         });
         proxy.apply(config)?;
         tokio::spawn(tick_pools(Arc::downgrade(&proxy)));
@@ -187,7 +190,7 @@ impl Proxy {
             drain: self.drain.clone(),
             tracker: self.tracker.clone(),
             builder: Arc::clone(&self.builder),
-            fd_pressure: Arc::default(),
+            watchlist: Arc::clone(&self.watchlist),
         };
         tokio::spawn(listener::accept_loop(socket, acceptor));
         running

@@ -7,40 +7,152 @@
 //! - a connection with no request in flight that reads nothing for the
 //!   keep-alive timeout is closed (checked every quarter of it, so the
 //!   close comes between 1 and 1.25 timeouts after the last byte);
-//! - when the listener runs out of file descriptors, every connection
-//!   with no request in flight is asked to close at once, so new clients
-//!   can be served.
+//! - when accepting fails for want of file descriptors, every connection
+//!   with no request in flight is closed at once, so new clients can be
+//!   served.
 //!
 //! The I/O wrapper counts reads; requests count themselves in flight with
 //! a guard that the response body holds until it has been sent (or the
 //! client went away), so a request waiting for a slow backend is never
-//! idle.
+//! idle. One [`Watchlist`] per proxy holds every open HTTP connection and
+//! one sweeper task checks their clocks once a second: a connection pays
+//! nothing per request for its timeouts but a counter, and no timer or
+//! task of its own (a select over timers in each connection's task polled
+//! them on every wake-up: ~5% more instructions per request).
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How long a new connection may stay silent.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection with nothing in flight may stay silent.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Reads and requests in flight on one client connection.
-#[derive(Debug, Default)]
+/// Reads and requests in flight on one client connection, its idle clock,
+/// and the token that asks it to close.
+#[derive(Debug)]
 pub struct Activity {
     reads: AtomicU64,
     in_flight: AtomicU64,
+    clock: Mutex<IdleClock>,
+    close: CancellationToken,
 }
 
 impl Activity {
+    /// A connection accepted now that closes when `close` is cancelled
+    /// (a child of the proxy's drain token).
+    pub fn new(close: CancellationToken) -> Self {
+        Self {
+            reads: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            clock: Mutex::new(IdleClock::new(HEADER_READ_TIMEOUT, KEEPALIVE_TIMEOUT)),
+            close,
+        }
+    }
+
     /// Whether no request is in flight.
     pub fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    /// Cancelled when the connection should close gracefully.
+    pub fn close_requested(&self) -> &CancellationToken {
+        &self.close
+    }
+
+    fn close_because(&self, reason: &'static str) {
+        if !self.close.is_cancelled() {
+            tracing::debug!(reason, "closing a client connection");
+            self.close.cancel();
+        }
+    }
+
+    /// Checks the idle clock if a check is due at `now`.
+    fn sweep(&self, now: Instant) {
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        if clock.next_check() <= now {
+            if let Some(reason) = clock.check(self) {
+                self.close_because(reason);
+            }
+        }
+    }
+}
+
+/// How often the sweeper looks at the connections' clocks.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Every open HTTP connection of a proxy, for its idle timeouts.
+#[derive(Debug, Default)]
+pub struct Watchlist {
+    connections: Mutex<HashMap<u64, Arc<Activity>>>,
+    next_id: AtomicU64,
+}
+
+/// A connection's place on the watchlist, given up when dropped.
+#[derive(Debug)]
+pub struct Watching {
+    list: Arc<Watchlist>,
+    id: u64,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.list.lock().remove(&self.id);
+    }
+}
+
+impl Watchlist {
+    /// A watchlist swept once a second for as long as it is referenced.
+    /// Must be called inside a tokio runtime.
+    pub fn start() -> Arc<Self> {
+        let list = Arc::new(Self::default());
+        tokio::spawn(sweep(Arc::downgrade(&list)));
+        list
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Watches `activity` until the returned guard is dropped.
+    pub fn watch(self: &Arc<Self>, activity: Arc<Activity>) -> Watching {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, activity);
+        Watching { list: Arc::clone(self), id }
+    }
+
+    /// Asks every connection with no request in flight to close (out of
+    /// file descriptors).
+    pub fn close_idle(&self) {
+        for activity in self.lock().values().filter(|a| a.is_idle()) {
+            activity.close_because("out of file descriptors");
+        }
+    }
+
+    fn sweep_once(&self) {
+        let now = Instant::now();
+        let due: Vec<Arc<Activity>> = self.lock().values().cloned().collect();
+        for activity in due {
+            activity.sweep(now);
+        }
+    }
+}
+
+async fn sweep(list: Weak<Watchlist>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(list) = list.upgrade() else { break };
+        list.sweep_once();
     }
 }
 
@@ -123,7 +235,7 @@ const QUIET_CHECKS: u32 = 4;
 
 /// Decides, at each check, whether a connection has idled out.
 #[derive(Debug)]
-pub struct IdleClock {
+struct IdleClock {
     keepalive_timeout: Duration,
     next_check: Instant,
     reads_seen: u64,
@@ -132,7 +244,7 @@ pub struct IdleClock {
 
 impl IdleClock {
     /// The clock of a connection accepted now.
-    pub fn new(header_read_timeout: Duration, keepalive_timeout: Duration) -> Self {
+    fn new(header_read_timeout: Duration, keepalive_timeout: Duration) -> Self {
         Self {
             keepalive_timeout,
             next_check: Instant::now() + header_read_timeout,
@@ -142,12 +254,12 @@ impl IdleClock {
     }
 
     /// When to check next.
-    pub fn next_check(&self) -> Instant {
+    fn next_check(&self) -> Instant {
         self.next_check
     }
 
     /// Checks `activity` now; returns why the connection should close.
-    pub fn check(&mut self, activity: &Activity) -> Option<&'static str> {
+    fn check(&mut self, activity: &Activity) -> Option<&'static str> {
         let reads = activity.reads.load(Ordering::Relaxed);
         if reads == 0 {
             return Some("no request within the header read timeout");
@@ -174,9 +286,13 @@ mod tests {
         activity.reads.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn fresh() -> Activity {
+        Activity::new(CancellationToken::new())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_silent_connection_closes_at_the_header_read_timeout() {
-        let activity = Activity::default();
+        let activity = fresh();
         let mut clock = IdleClock::new(Duration::from_secs(10), Duration::from_secs(60));
         assert_eq!(clock.next_check(), Instant::now() + Duration::from_secs(10));
         tokio::time::sleep_until(clock.next_check()).await;
@@ -185,7 +301,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_quiet_keepalive_closes_after_its_timeout_and_a_busy_one_never() {
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(fresh());
         let mut clock = IdleClock::new(Duration::from_secs(10), Duration::from_secs(60));
         read(&activity);
         let last_byte = Instant::now();
@@ -198,7 +314,7 @@ mod tests {
         let idle = closed_at - last_byte;
         assert!(idle >= Duration::from_secs(60) && idle <= Duration::from_secs(75), "{idle:?}");
 
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(fresh());
         let mut clock = IdleClock::new(Duration::from_secs(10), Duration::from_secs(60));
         read(&activity);
         let _waiting_for_a_slow_backend = InFlightRequest::new(&activity);
@@ -206,5 +322,34 @@ mod tests {
             tokio::time::sleep_until(clock.next_check()).await;
             assert_eq!(clock.check(&activity), None, "a request in flight is not idle");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchlist_closes_silent_and_idle_connections_and_forgets_closed_ones() {
+        let list = Watchlist::start();
+        let silent = Arc::new(fresh());
+        let busy = Arc::new(fresh());
+        let (_s, _b) = (list.watch(Arc::clone(&silent)), list.watch(Arc::clone(&busy)));
+        read(&busy);
+        let _request = InFlightRequest::new(&busy);
+        tokio::time::sleep(HEADER_READ_TIMEOUT + SWEEP_EVERY * 2).await;
+        assert!(silent.close_requested().is_cancelled(), "silent past the header read timeout");
+        assert!(!busy.close_requested().is_cancelled(), "a request is in flight");
+
+        let dropped = list.watch(Arc::new(fresh()));
+        assert_eq!(list.lock().len(), 3);
+        drop(dropped);
+        assert_eq!(list.lock().len(), 2, "a closed connection leaves the list");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn out_of_descriptors_closes_only_connections_with_nothing_in_flight() {
+        let list = Watchlist::start();
+        let (idle, busy) = (Arc::new(fresh()), Arc::new(fresh()));
+        let (_i, _b) = (list.watch(Arc::clone(&idle)), list.watch(Arc::clone(&busy)));
+        let _request = InFlightRequest::new(&busy);
+        list.close_idle();
+        assert!(idle.close_requested().is_cancelled());
+        assert!(!busy.close_requested().is_cancelled());
     }
 }

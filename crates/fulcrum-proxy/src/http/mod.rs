@@ -13,6 +13,7 @@ mod validate;
 pub use body::ProxyBody;
 pub use forward::Connection;
 pub use headers::ClientInfo;
+pub use idle::{Activity, Watchlist};
 pub use request_body::RequestBody;
 
 use std::sync::Arc;
@@ -21,7 +22,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::CancellationToken;
 
 /// The connection builder every HTTP listener shares: HTTP/1.1 with
 /// keep-alive, and HTTP/2 detected by its preface (h2c prior knowledge,
@@ -53,38 +53,29 @@ pub const MAX_UPSTREAM_BUFFER: usize = 8 * 1024;
 /// Largest HTTP/2 header list accepted (nginx and HAProxy refuse far less than 300 KB).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Serves one client connection until it closes; on `shutdown` it stops
-/// taking new requests and lets the ones in flight finish. A connection
-/// that idles out, or has nothing in flight when `fd_pressure` is
-/// signalled, is closed ([`idle`]).
+/// Serves one client connection until it closes. When its `activity`
+/// asks it to close (the proxy drains, it idled out, or file descriptors
+/// ran out) it stops taking new requests and lets the ones in flight
+/// finish. `watchlist` checks its idle timeouts while it is open.
 pub async fn serve<I>(
     io: I,
     builder: &auto::Builder<TokioExecutor>,
     connection: Arc<Connection>,
-    shutdown: CancellationToken,
-    fd_pressure: &tokio::sync::Notify,
+    watchlist: &Arc<idle::Watchlist>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::clone(&connection.activity);
+    let _watching = watchlist.watch(Arc::clone(&activity));
     let io = idle::Watched::new(io, Arc::clone(&activity));
     let service = service_fn(move |request| forward::handle(request, Arc::clone(&connection)));
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(serving);
-    let mut clock = idle::IdleClock::new(idle::HEADER_READ_TIMEOUT, idle::KEEPALIVE_TIMEOUT);
-    let mut closing = false;
-    let result = loop {
-        let close_reason = tokio::select! {
-            biased;
-            result = serving.as_mut() => break result,
-            () = shutdown.cancelled(), if !closing => Some("shutting down"),
-            () = fd_pressure.notified(), if !closing => activity.is_idle().then_some("out of file descriptors"),
-            () = tokio::time::sleep_until(clock.next_check()), if !closing => clock.check(&activity),
-        };
-        if let Some(reason) = close_reason {
-            tracing::debug!(reason, "closing a client connection");
+    let result = tokio::select! {
+        result = serving.as_mut() => result,
+        () = activity.close_requested().cancelled() => {
             serving.as_mut().graceful_shutdown();
-            closing = true;
+            serving.await
         }
     };
     if let Err(e) = result {
