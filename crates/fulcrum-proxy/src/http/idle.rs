@@ -5,8 +5,9 @@
 //! - a connection that sends no byte within the header read timeout of
 //!   being accepted is closed (hyper times out only a head that has begun);
 //! - a connection with no request in flight that reads nothing for the
-//!   keep-alive timeout is closed (checked every quarter of it, so the
-//!   close comes between 1 and 1.25 timeouts after the last byte);
+//!   keep-alive timeout is closed (checked every quarter of it by a sweep
+//!   once a second, so the close comes between 1 and 1.25 timeouts, plus
+//!   up to a second, after the last byte);
 //! - when accepting fails for want of file descriptors, every connection
 //!   with no request in flight is closed at once, so new clients can be
 //!   served.
