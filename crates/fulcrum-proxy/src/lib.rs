@@ -5,23 +5,28 @@
 //! A request's path reads top to bottom through the modules:
 //! [`listener`] accepts → [`route`] picks the pool → [`pool`] picks the
 //! backend with the core's selector → [`http`] (or [`tcp`]) forwards over
-//! [`upstream`] connections.
+//! [`upstream`] connections. Dependencies point the same way: `listener`
+//! uses `http` and `state` (what a listener serves); `http` uses `state`,
+//! `upstream` and `request_body`; `upstream` uses only `request_body`.
 
 mod access_log;
 mod attempt;
 mod backend;
 mod clock;
 mod error;
+mod exporter;
 mod guards;
 mod hash_key;
 mod health_check;
-pub mod http;
+mod http;
 mod listener;
 mod metrics;
 mod pool;
+mod request_body;
 mod rng;
 mod route;
 mod server;
+mod state;
 mod stats;
 mod tcp;
 #[cfg(test)]

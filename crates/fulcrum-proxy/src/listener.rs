@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fulcrum_config::Protocol;
-use http::request::Parts;
 use http::HeaderValue;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
@@ -21,8 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::{self as l7, ClientInfo, Connection};
-use crate::pool::Pool;
-use crate::route::{request_host, CompiledRoute};
+use crate::state::ListenerState;
 use crate::tcp;
 
 /// `accept(2)` errors: the process's and the system's file table is full.
@@ -31,36 +29,6 @@ const ENFILE: i32 = 23;
 
 /// How long a TLS client may take to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What one listener serves, as of the last (re)load.
-#[derive(Debug)]
-pub struct ListenerState {
-    /// The listener's name.
-    pub name: String,
-    /// What it speaks.
-    pub protocol: Protocol,
-    /// Routing rules, first match wins.
-    pub routes: Vec<CompiledRoute>,
-    /// Pool for requests no rule matches.
-    pub default_pool: Arc<Pool>,
-    /// TLS acceptor, for https.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Where requests are logged, when `[log] access` is on.
-    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
-}
-
-impl ListenerState {
-    /// The pool a request goes to.
-    pub fn route(&self, request: &Parts) -> Arc<Pool> {
-        if self.routes.is_empty() {
-            return Arc::clone(&self.default_pool);
-        }
-        let host = request_host(request);
-        let pool =
-            self.routes.iter().find(|r| r.matches(request, host)).map_or(&self.default_pool, |r| r.pool());
-        Arc::clone(pool)
-    }
-}
 
 /// Everything an accept loop needs.
 #[derive(Debug, Clone)]

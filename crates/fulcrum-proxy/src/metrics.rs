@@ -1,28 +1,19 @@
-//! Prometheus metrics (the `lb_*` names the README lists), kept lock-free on the request path:
+//! Per-backend and per-pool counters, kept lock-free on the request path:
 //! each backend counts responses by status code, latencies in fixed
 //! histogram buckets (0.5 ms to 10 s) and a one-minute error window in
-//! plain atomics; a `prometheus_client` [`Collector`] reads them only when
-//! `/metrics` is scraped.
+//! plain atomics. [`crate::exporter`] reads them only when `/metrics` is
+//! scraped. A leaf module: it depends on nothing else of the proxy.
 //!
 //! The minute window is 60 one-second slots reset lazily by the first
 //! request of a new second; a request racing that reset may be lost from
 //! the window (never from the totals), an accepted imprecision for a rate.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::MetricType;
-
-use crate::pool::Pool;
 
 /// Upper bounds of the response-time histogram, seconds.
 pub const BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-const SECOND: u64 = 1_000_000_000;
+pub const SECOND: u64 = 1_000_000_000;
 
 #[derive(Debug, Default)]
 struct MinuteSlot {
@@ -35,10 +26,11 @@ struct MinuteSlot {
 #[derive(Debug)]
 pub struct BackendMetrics {
     /// Responses by status, index = status - 100 (100..=599).
-    codes: Box<[AtomicU64]>,
+    pub(crate) codes: Box<[AtomicU64]>,
     /// Per-bucket latency counts; the last is +Inf.
-    buckets: [AtomicU64; BUCKETS.len() + 1],
-    latency_sum_nanos: AtomicU64,
+    pub(crate) buckets: [AtomicU64; BUCKETS.len() + 1],
+    /// Sum of all latencies, for the histogram's `_sum`.
+    pub(crate) latency_sum_nanos: AtomicU64,
     minute: [MinuteSlot; 60],
 }
 
@@ -123,137 +115,8 @@ pub struct PoolMetrics {
     pub retries: AtomicU64,
 }
 
-/// How a per-backend gauge is read.
-type GaugeValue<'a> = dyn Fn(&crate::backend::Backend) -> f64 + 'a;
-
-/// Encodes every pool's metrics on scrape.
-#[derive(Debug)]
-pub struct PoolsCollector {
-    /// The pools as running when the scrape began.
-    pub pools: Vec<Arc<Pool>>,
-}
-
-fn describe<'a>(
-    encoder: &'a mut DescriptorEncoder<'_>,
-    name: &'a str,
-    help: &str,
-    kind: MetricType,
-) -> Result<prometheus_client::encoding::MetricEncoder<'a>, std::fmt::Error> {
-    encoder.encode_descriptor(name, help, None, kind)
-}
-
-impl Collector for PoolsCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let now = crate::clock::now_nanos();
-        let labels: Vec<Vec<(String, String)>> = self
-            .pools
-            .iter()
-            .flat_map(|p| {
-                p.backends.iter().map(|b| {
-                    vec![("pool".into(), p.name.to_string()), ("backend".into(), b.address.to_string())]
-                })
-            })
-            .collect();
-        let backends: Vec<_> = self.pools.iter().flat_map(|p| p.backends.iter()).collect();
-
-        let mut family = describe(
-            &mut encoder,
-            "lb_requests",
-            "Requests by backend and status code.",
-            MetricType::Counter,
-        )?;
-        for (backend, labels) in backends.iter().zip(&labels) {
-            for (index, count) in backend.metrics.codes.iter().enumerate() {
-                let count = count.load(Ordering::Relaxed);
-                if count > 0 {
-                    let mut with_code = labels.clone();
-                    with_code.push(("code".into(), (index + 100).to_string()));
-                    ConstCounter::new(count).encode(family.encode_family(&with_code)?)?;
-                }
-            }
-        }
-
-        let mut family = describe(
-            &mut encoder,
-            "lb_response_time_seconds",
-            "Time from request sent to response headers, by backend.",
-            MetricType::Histogram,
-        )?;
-        for (backend, labels) in backends.iter().zip(&labels) {
-            let m = &backend.metrics;
-            let mut buckets: Vec<(f64, u64)> = BUCKETS
-                .iter()
-                .zip(&m.buckets)
-                .map(|(&upper, c)| (upper, c.load(Ordering::Relaxed)))
-                .collect();
-            buckets.push((f64::MAX, m.buckets[BUCKETS.len()].load(Ordering::Relaxed)));
-            let count = buckets.iter().map(|(_, c)| c).sum();
-            let sum = m.latency_sum_nanos.load(Ordering::Relaxed) as f64 / SECOND as f64;
-            family
-                .encode_family(labels)?
-                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
-        }
-
-        let gauges: [(&str, &str, &GaugeValue<'_>); 4] = [
-            ("lb_active_connections", "Requests in flight, by backend.", &|b| b.load.in_flight() as f64),
-            ("lb_backend_health", "1 when the backend may take traffic, 0 when not.", &|b| {
-                f64::from(u8::from(b.is_available(now)))
-            }),
-            ("lb_error_rate", "Errors over requests in the last minute, by backend.", &|b| {
-                b.metrics.error_rate(now)
-            }),
-            ("lb_circuit_breaker_state", "0 closed, 1 half-open, 2 open.", &|b| {
-                f64::from(b.guards.breaker_state().gauge())
-            }),
-        ];
-        for (name, help, value) in gauges {
-            let mut family = describe(&mut encoder, name, help, MetricType::Gauge)?;
-            for (backend, labels) in backends.iter().zip(&labels) {
-                ConstGauge::new(value(backend)).encode(family.encode_family(labels)?)?;
-            }
-        }
-
-        let mut family = describe(&mut encoder, "lb_retries", "Retries made, by pool.", MetricType::Counter)?;
-        for pool in &self.pools {
-            let labels = [("pool".to_string(), pool.name.to_string())];
-            ConstCounter::new(pool.metrics.retries.load(Ordering::Relaxed))
-                .encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-}
-
-/// Rewrites OpenMetrics text as the classic Prometheus text format.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
-    let counters: Vec<&str> =
-        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
-    let mut out = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters.contains(&name).then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        out.push_str(renamed.as_deref().unwrap_or(line));
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn classic_text_names_counter_series_and_drops_eof() {
-        let text = "# HELP lb_retries Retries.\n# TYPE lb_retries counter\nlb_retries_total{pool=\"a\"} 1\n# HELP g G.\n# TYPE g gauge\ng 2\n# EOF\n";
-        assert_eq!(
-            super::to_prometheus_text(text),
-            "# HELP lb_retries_total Retries.\n# TYPE lb_retries_total counter\nlb_retries_total{pool=\"a\"} 1\n# HELP g G.\n# TYPE g gauge\ng 2\n"
-        );
-    }
-
     use super::*;
 
     #[test]

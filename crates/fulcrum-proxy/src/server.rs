@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::health_check::Probers;
-use crate::listener::{self, Acceptor, ListenerState};
+use crate::listener::{self, Acceptor};
 use crate::pool::Pool;
 use crate::route::CompiledRoute;
+use crate::state::ListenerState;
 use crate::stats::{BackendStats, ListenerStats, PoolStats, Stats};
 
 /// A running load balancer.
@@ -215,14 +216,14 @@ impl Proxy {
     pub fn encode_metrics(&self, openmetrics: bool) -> String {
         let pools: Vec<Arc<Pool>> = self.lock().pools.values().cloned().collect();
         let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(crate::metrics::PoolsCollector { pools }));
+        registry.register_collector(Box::new(crate::exporter::PoolsCollector { pools }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)
             .expect("writing to a String cannot fail");
         if openmetrics {
             text
         } else {
-            crate::metrics::to_prometheus_text(&text)
+            crate::exporter::to_prometheus_text(&text)
         }
     }
 

@@ -22,7 +22,12 @@ use tokio::net::TcpStream;
 
 use crate::backend::Backend;
 use crate::error::UpstreamError;
-use crate::http::RequestBody;
+use crate::request_body::RequestBody;
+
+/// Most bytes buffered per upstream connection and direction: backend
+/// response heads are limited to this, as nginx's default
+/// `proxy_buffer_size` limits them to a page.
+const MAX_BUFFER: usize = 8 * 1024;
 
 /// How many checkins between two sweeps of a thread's idle connections.
 const SWEEP_EVERY: u32 = 1024;
@@ -147,7 +152,7 @@ pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<Requ
     stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
     let (sender, connection) = http1::Builder::new()
         .writev(false)
-        .max_buf_size(crate::http::MAX_UPSTREAM_BUFFER)
+        .max_buf_size(MAX_BUFFER)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(UpstreamError::Handshake)?;

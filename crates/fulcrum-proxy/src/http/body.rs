@@ -18,8 +18,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use super::idle::InFlightRequest;
-use super::RequestBody;
 use crate::access_log::{AccessLog, Entry};
+use crate::request_body::RequestBody;
 use crate::upstream::{self, Target};
 
 /// A body Fulcrum answers a client with; it holds its request's

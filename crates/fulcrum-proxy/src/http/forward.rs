@@ -15,12 +15,12 @@ use hyper::body::Incoming;
 use super::body::ProxyBody;
 use super::headers::{self, ClientInfo};
 use super::idle::InFlightRequest;
-use super::request_body::RequestBody;
 use super::{respond, upgrade, validate};
 use crate::backend::Backend;
 use crate::error::UpstreamError;
-use crate::listener::ListenerState;
 use crate::pool::Pool;
+use crate::request_body::RequestBody;
+use crate::state::ListenerState;
 use crate::upstream::{self, Target};
 use crate::{clock, hash_key};
 

@@ -5,16 +5,13 @@ mod body;
 mod forward;
 mod headers;
 mod idle;
-mod request_body;
 mod respond;
 mod upgrade;
 mod validate;
 
-pub use body::ProxyBody;
 pub use forward::Connection;
 pub use headers::ClientInfo;
 pub use idle::{Activity, Watchlist};
-pub use request_body::RequestBody;
 
 use std::sync::Arc;
 
@@ -28,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// or ALPN `h2` under TLS).
 ///
 /// Per connection and direction at most [`MAX_BUFFER`] bytes are buffered
-/// (hyper's default is ~400 KB; upstream connections [`MAX_UPSTREAM_BUFFER`]): a client that reads slowly stops the
+/// (hyper's default is ~400 KB; upstream connections `upstream::MAX_BUFFER`): a client that reads slowly stops the
 /// backend's body being read (backpressure), it does not grow a buffer.
 /// The same bound refuses request heads larger than it with 431.
 pub fn connection_builder() -> auto::Builder<TokioExecutor> {
@@ -48,8 +45,6 @@ pub fn connection_builder() -> auto::Builder<TokioExecutor> {
 /// Most bytes buffered per client connection and direction (HAProxy's
 /// `tune.bufsize` is 16 KiB; this also bounds the request head).
 pub const MAX_BUFFER: usize = 32 * 1024;
-/// Most bytes buffered per upstream connection and direction.
-pub const MAX_UPSTREAM_BUFFER: usize = 8 * 1024;
 /// Largest HTTP/2 header list accepted (nginx and HAProxy refuse far less than 300 KB).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 

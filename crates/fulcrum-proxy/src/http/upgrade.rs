@@ -9,8 +9,9 @@ use http::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use super::body::ProxyBody;
-use super::{headers, RequestBody};
+use super::headers;
 use crate::error::UpstreamError;
+use crate::request_body::RequestBody;
 use crate::upstream::{self, Target};
 
 /// Forwards an upgrade request; on 101 splices client and backend.
