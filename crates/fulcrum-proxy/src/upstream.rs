@@ -142,6 +142,35 @@ pub fn checkin(target: &Target, sender: SendRequest<RequestBody>) {
     });
 }
 
+/// Sends `request` on `sender` and waits up to `limit` for the response
+/// head. A pooled (`reused`) connection the backend closed just as it was
+/// reused (the keep-alive race) gives the request back unsent; it is then
+/// sent once on a fresh connection, whatever its method, because nothing
+/// was processed (pingora's `RetryType::ReusedOnly`).
+pub async fn send(
+    target: &Target,
+    (mut sender, reused): (SendRequest<RequestBody>, bool),
+    request: http::Request<RequestBody>,
+    limit: Duration,
+) -> Result<(http::Response<hyper::body::Incoming>, SendRequest<RequestBody>), UpstreamError> {
+    let response = match tokio::time::timeout(limit, sender.try_send_request(request)).await {
+        Err(_) => return Err(UpstreamError::ResponseTimeout),
+        Ok(Ok(response)) => response,
+        Ok(Err(mut unsent)) => match unsent.take_message() {
+            Some(request) if reused => {
+                tracing::debug!(backend = %target.address, error = %unsent.error(), "pooled connection was closed; sending on a fresh one");
+                sender = connect(target, false).await?;
+                tokio::time::timeout(limit, sender.send_request(request))
+                    .await
+                    .map_err(|_| UpstreamError::ResponseTimeout)?
+                    .map_err(UpstreamError::from_send)?
+            }
+            _ => return Err(UpstreamError::from_send(unsent.into_error())),
+        },
+    };
+    Ok((response, sender))
+}
+
 /// A new connection to `target`; `upgrades` keeps it usable for a
 /// protocol switch (WebSocket), after which it is never pooled.
 pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<RequestBody>, UpstreamError> {
@@ -171,4 +200,75 @@ pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<Requ
         });
     }
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+
+    /// A backend on 127.0.0.1 answering every request with its method.
+    async fn backend() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
+                    TokioIo::new(stream),
+                    hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(request.method().to_string()),
+                        )))
+                    }),
+                ));
+            }
+        });
+        address
+    }
+
+    fn target(address: std::net::SocketAddr) -> Target {
+        Target {
+            backend_id: 1,
+            address,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            max_idle: 4,
+        }
+    }
+
+    /// A ready connection whose backend end is then closed before anything
+    /// is written: the keep-alive race, made deterministic.
+    async fn closed_just_after_ready() -> SendRequest<RequestBody> {
+        let (near, far) = tokio::io::duplex(1024);
+        let (mut sender, connection) = http1::handshake(TokioIo::new(near)).await.unwrap();
+        tokio::spawn(connection);
+        sender.ready().await.unwrap();
+        drop(far);
+        sender
+    }
+
+    fn post() -> http::Request<RequestBody> {
+        http::Request::post("/").header("host", "b").body(RequestBody::Replay(None)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_a_reused_connection_gives_back_is_sent_once_on_a_fresh_one() {
+        let target = target(backend().await);
+        let sender = closed_just_after_ready().await;
+        let (response, _fresh) = send(&target, (sender, true), post(), Duration::from_secs(5)).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "POST", "the non-idempotent request reached the backend once, on a new connection");
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_that_fails_is_not_retried() {
+        let target = target(backend().await);
+        let sender = closed_just_after_ready().await;
+        let sent = send(&target, (sender, false), post(), Duration::from_secs(5)).await;
+        assert!(matches!(sent, Err(UpstreamError::Send(_))), "{sent:?}");
+    }
 }

@@ -310,11 +310,6 @@ type Sent = (Response<Incoming>, (hyper::client::conn::http1::SendRequest<Reques
 
 /// One attempt on `backend`: a pooled connection, the request, the
 /// response headers within the pool's timeout.
-///
-/// A pooled connection the backend closed just as it was reused (the
-/// keep-alive race) gives the request back unsent; it is then sent once
-/// on a fresh connection, whatever its method, because nothing was
-/// processed (pingora's `RetryType::ReusedOnly`).
 async fn send(
     pool: &Pool,
     backend: &Arc<Backend>,
@@ -322,23 +317,9 @@ async fn send(
 ) -> Result<Sent, UpstreamError> {
     let target = Target::new(backend, pool);
     let in_flight = backend.load.start();
-    let (mut sender, reused) = upstream::checkout(&target).await?;
-    let limit = pool.timeouts.response_header;
-    let response = match tokio::time::timeout(limit, sender.try_send_request(request)).await {
-        Err(_) => return Err(UpstreamError::ResponseTimeout),
-        Ok(Ok(response)) => response,
-        Ok(Err(mut unsent)) => match unsent.take_message() {
-            Some(request) if reused => {
-                tracing::debug!(backend = %backend.address, error = %unsent.error(), "pooled connection was closed; sending on a fresh one");
-                sender = upstream::connect(&target, false).await?;
-                tokio::time::timeout(limit, sender.send_request(request))
-                    .await
-                    .map_err(|_| UpstreamError::ResponseTimeout)?
-                    .map_err(UpstreamError::from_send)?
-            }
-            _ => return Err(UpstreamError::from_send(unsent.into_error())),
-        },
-    };
+    let connection = upstream::checkout(&target).await?;
+    let (response, sender) =
+        upstream::send(&target, connection, request, pool.timeouts.response_header).await?;
     Ok((response, (sender, target), in_flight))
 }
 
