@@ -2,18 +2,20 @@
 //! detection ejected it, whether its circuit breaker admits calls, and its
 //! concurrency limit.
 //!
-//! The candidate filter runs for many backends per pick, so it reads only
-//! atomics ([`Guards::serves`]). The state machines of the pure core sit
-//! behind per-backend mutexes that are taken once per response (to record
-//! it) and once per pick of this backend (for a breaker permit), and only
-//! when the pool configures them; every transition is mirrored into the
-//! atomics and logged.
+//! The decisions are the pure core's [`Availability`] (breaker, outlier
+//! detection, concurrency limit), the same value the simulator drives. The
+//! candidate filter runs for many backends per pick, so it reads only
+//! atomic mirrors ([`Guards::serves`]); the `Availability` sits behind a
+//! per-backend mutex taken once per response (to record it) and once per
+//! pick of this backend (for a breaker permit), and only when the pool
+//! configures a breaker or outlier detection. Every transition is mirrored
+//! into the atomics and logged.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
-use fulcrum_balance::resilience::{BreakerState, CircuitBreaker, Health, Outcome, OutlierDetector, Permit};
+use fulcrum_balance::resilience::{Availability, BreakerState, Changes, Health, Outcome, Permit};
 use fulcrum_config::Pool as PoolConfig;
 
 /// "Blocked until" value of a half-open breaker with no permits left.
@@ -30,10 +32,10 @@ pub struct Guards {
     ejected_until: AtomicU64,
     breaker_state: AtomicU8,
     breaker_blocked_until: AtomicU64,
-    outlier: Option<Mutex<OutlierDetector>>,
     /// When the breaker last opened (monotonic nanos), newest last, at most 16.
     breaker_opened_at: Mutex<std::collections::VecDeque<u64>>,
-    breaker: Option<Mutex<CircuitBreaker>>,
+    /// The core's decisions, when a breaker or outlier detection is configured.
+    availability: Option<Mutex<Availability>>,
     max_requests: Option<u64>,
 }
 
@@ -64,14 +66,13 @@ impl Guards {
             breaker_state: AtomicU8::new(BreakerState::Closed.gauge()),
             breaker_blocked_until: AtomicU64::new(0),
             breaker_opened_at: Mutex::new(std::collections::VecDeque::new()),
-            outlier: config
-                .passive_health
-                .as_ref()
-                .map(|p| Mutex::new(OutlierDetector::new(p.detector.clone()))),
-            breaker: config
-                .circuit_breaker
-                .as_ref()
-                .map(|c| Mutex::new(CircuitBreaker::new(c.breaker.clone()))),
+            availability: Some(Availability::new(
+                config.circuit_breaker.as_ref().map(|c| c.breaker.clone()),
+                config.passive_health.as_ref().map(|p| p.detector.clone()),
+                None,
+            ))
+            .filter(Availability::is_guarded)
+            .map(Mutex::new),
             max_requests: config.circuit_breaker.as_ref().and_then(|c| c.max_requests),
         }
     }
@@ -114,30 +115,32 @@ impl Guards {
         opened.iter().filter(|&&at| now.saturating_sub(at) <= window).count()
     }
 
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Availability>> {
+        self.availability.as_ref().map(|a| a.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Takes a breaker permit for a call starting at `now`: `Ok(None)`
     /// without a breaker, `Err` when the breaker refuses the call.
     pub fn admit(&self, now: u64, address: SocketAddr) -> Result<Option<Permit>, BreakerRefused> {
-        let Some(breaker) = &self.breaker else { return Ok(None) };
-        let mut breaker = breaker.lock().unwrap_or_else(|p| p.into_inner());
-        let before = breaker.state();
-        let permit = breaker.try_acquire(now);
-        self.mirror_breaker(&breaker, now, before, address);
-        permit.map(Some).ok_or(BreakerRefused)
+        let Some(mut availability) = self.lock() else { return Ok(None) };
+        let before = breaker_state(&availability);
+        let permit = availability.admit(now).map_err(|_| BreakerRefused);
+        self.mirror_breaker(&availability, now, before, address);
+        permit
     }
 
     /// Hands back the permit of a call that ended without an outcome.
     pub fn cancel(&self, permit: Permit, address: SocketAddr) {
-        let Some(breaker) = &self.breaker else { return };
-        let mut breaker = breaker.lock().unwrap_or_else(|p| p.into_inner());
-        let before = breaker.state();
-        breaker.cancel(permit);
-        self.mirror_breaker(&breaker, crate::clock::now_nanos(), before, address);
+        let Some(mut availability) = self.lock() else { return };
+        let before = breaker_state(&availability);
+        availability.cancel(permit);
+        self.mirror_breaker(&availability, crate::clock::now_nanos(), before, address);
     }
 
     /// Records a finished call that held `permit` (every call admitted by
-    /// a breaker holds one). `may_eject` answers
-    /// whether the pool's ejection cap allows one more ejection; it is
-    /// asked only when outlier detection is about to eject.
+    /// a breaker holds one). `may_eject` answers whether the pool's
+    /// ejection cap allows one more ejection; it is asked only when outlier
+    /// detection is about to eject.
     pub fn record(
         &self,
         outcome: Outcome,
@@ -147,27 +150,30 @@ impl Guards {
         may_eject: impl FnOnce() -> bool,
         address: SocketAddr,
     ) {
-        if let (Some(breaker), Some(permit)) = (&self.breaker, permit) {
-            let mut breaker = breaker.lock().unwrap_or_else(|p| p.into_inner());
-            let before = breaker.state();
-            breaker.record(permit, outcome != Outcome::Success, duration_nanos, now);
-            self.mirror_breaker(&breaker, now, before, address);
-        }
-        if let Some(outlier) = &self.outlier {
-            let mut outlier = outlier.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(length) = outlier.record(outcome, now, may_eject) {
-                self.ejected_until.store(now + length, Ordering::Relaxed);
-                tracing::warn!(
-                    backend = %address,
-                    ejection = outlier.ejections(),
-                    seconds = length / 1_000_000_000,
-                    "outlier detection ejected the backend after {outcome:?}"
-                );
-            }
+        let Some(mut availability) = self.lock() else { return };
+        let before = breaker_state(&availability);
+        let Changes { ejected_for, .. } =
+            availability.record(outcome, permit, duration_nanos, now, may_eject);
+        self.mirror_breaker(&availability, now, before, address);
+        if let Some(length) = ejected_for {
+            self.ejected_until.store(availability.ejected_until(), Ordering::Relaxed);
+            tracing::warn!(
+                backend = %address,
+                ejection = availability.ejections(),
+                seconds = length / 1_000_000_000,
+                "outlier detection ejected the backend after {outcome:?}"
+            );
         }
     }
 
-    fn mirror_breaker(&self, breaker: &CircuitBreaker, now: u64, before: BreakerState, address: SocketAddr) {
+    fn mirror_breaker(
+        &self,
+        availability: &Availability,
+        now: u64,
+        before: BreakerState,
+        address: SocketAddr,
+    ) {
+        let Some(breaker) = availability.breaker() else { return };
         let state = breaker.state();
         self.breaker_state.store(state.gauge(), Ordering::Relaxed);
         let blocked_until = match state {
@@ -188,4 +194,8 @@ impl Guards {
             tracing::warn!(backend = %address, from = before.name(), to = state.name(), "circuit breaker changed state");
         }
     }
+}
+
+fn breaker_state(availability: &Availability) -> BreakerState {
+    availability.breaker().map_or(BreakerState::Closed, |b| b.state())
 }

@@ -4,12 +4,14 @@
 //! consecutive-failures breaker). The proxy drives them from probes and
 //! responses; the pool's candidate filter reads them.
 
+mod availability;
 mod backoff;
 mod breaker;
 mod health;
 mod outlier;
 mod retry_budget;
 
+pub use availability::{Availability, Changes, Refused};
 pub use backoff::backoff;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit, WindowKind};
 pub use health::{Health, HealthChecker, ProbeResult};
