@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fulcrum_balance::resilience::{BreakerConfig, OutlierConfig, WindowKind};
+use fulcrum_balance::resilience::{BreakerConfig, OutlierConfig, WindowKind, DEFAULT_MAX_EJECTION_PERCENT};
 
 use crate::file::{CircuitBreakerFile, HealthCheckFile, PassiveHealthFile, RetriesFile};
 use crate::span::KeyPath;
@@ -146,30 +146,31 @@ impl Validator<'_> {
         if failure_rate.is_some_and(|r| !(0.0..=100.0).contains(&r) || r == 0.0) {
             self.error(&path.key("failure_rate"), "a percentage above 0 and at most 100");
         }
-        let max_ejection_percent = raw.max_ejection_percent.unwrap_or(10.0);
+        let defaults = OutlierConfig::default();
+        let max_ejection_percent = raw.max_ejection_percent.unwrap_or(DEFAULT_MAX_EJECTION_PERCENT);
         if !(0.0..=100.0).contains(&max_ejection_percent) {
             self.error(&path.key("max_ejection_percent"), "a percentage between 0 and 100");
         }
         PassiveHealth {
             detector: OutlierConfig {
-                consecutive_5xx: raw.consecutive_5xx.unwrap_or(5),
-                consecutive_failures: raw.consecutive_failures.unwrap_or(5),
+                consecutive_5xx: raw.consecutive_5xx.unwrap_or(defaults.consecutive_5xx),
+                consecutive_failures: raw.consecutive_failures.unwrap_or(defaults.consecutive_failures),
                 failure_rate,
-                min_requests: raw.min_requests.unwrap_or(50),
+                min_requests: raw.min_requests.unwrap_or(defaults.min_requests),
                 interval_nanos: nanos(self.duration(
                     &path.key("interval"),
                     raw.interval.as_ref(),
-                    Duration::from_secs(10),
+                    Duration::from_nanos(defaults.interval_nanos),
                 )),
                 ejection_time_nanos: nanos(self.duration(
                     &path.key("ejection_time"),
                     raw.ejection_time.as_ref(),
-                    Duration::from_secs(30),
+                    Duration::from_nanos(defaults.ejection_time_nanos),
                 )),
                 max_ejection_time_nanos: nanos(self.duration(
                     &path.key("max_ejection_time"),
                     raw.max_ejection_time.as_ref(),
-                    Duration::from_secs(300),
+                    Duration::from_nanos(defaults.max_ejection_time_nanos),
                 )),
             },
             max_ejection_percent,
@@ -177,6 +178,7 @@ impl Validator<'_> {
     }
 
     pub(crate) fn circuit_breaker(&mut self, raw: &CircuitBreakerFile, path: &KeyPath) -> CircuitBreaker {
+        let defaults = BreakerConfig::default();
         let percent = |v: &mut Self, key: &str, value: Option<f64>, default: f64| {
             let value = value.unwrap_or(default);
             if !(value > 0.0 && value <= 100.0) {
@@ -201,28 +203,40 @@ impl Validator<'_> {
                     self,
                     "failure_rate_threshold",
                     raw.failure_rate_threshold,
-                    50.0,
+                    defaults.failure_rate_threshold,
                 ),
                 slow_call_rate_threshold: percent(
                     self,
                     "slow_call_rate_threshold",
                     raw.slow_call_rate_threshold,
-                    100.0,
+                    defaults.slow_call_rate_threshold,
                 ),
                 slow_call_duration_nanos: self
                     .duration(
                         &path.key("slow_call_duration"),
                         raw.slow_call_duration.as_ref(),
-                        Duration::from_secs(60),
+                        Duration::from_nanos(defaults.slow_call_duration_nanos),
                     )
                     .as_nanos() as u64,
-                minimum_calls: self.at_least_one(&path.key("minimum_calls"), raw.minimum_calls, 100),
-                window: self.at_least_one(&path.key("window"), raw.window, 100),
+                minimum_calls: self.at_least_one(
+                    &path.key("minimum_calls"),
+                    raw.minimum_calls,
+                    defaults.minimum_calls,
+                ),
+                window: self.at_least_one(&path.key("window"), raw.window, defaults.window),
                 window_kind,
                 wait_in_open_nanos: self
-                    .duration(&path.key("wait_in_open"), raw.wait_in_open.as_ref(), Duration::from_secs(60))
+                    .duration(
+                        &path.key("wait_in_open"),
+                        raw.wait_in_open.as_ref(),
+                        Duration::from_nanos(defaults.wait_in_open_nanos),
+                    )
                     .as_nanos() as u64,
-                half_open_calls: self.at_least_one(&path.key("half_open_calls"), raw.half_open_calls, 10),
+                half_open_calls: self.at_least_one(
+                    &path.key("half_open_calls"),
+                    raw.half_open_calls,
+                    defaults.half_open_calls,
+                ),
             },
             max_requests: raw.max_requests,
         }

@@ -7,6 +7,12 @@
 //! (in-flight guards from dispatch to completion, latency observed at
 //! completion), so what the simulator shows is what the balancer does.
 //!
+//! Availability is the proxy's too: each backend has the core's
+//! [`Availability`] (circuit breaker, outlier detection, concurrency
+//! limit) built from the scenario's `[resilience]`; the candidate filter
+//! asks it, the pick takes a breaker permit, and every completion records
+//! its outcome, failures counted as errors in `Load` as the data path does.
+//!
 //! Every algorithm sees the same arrivals, keys and service times: they
 //! come from their own seeded streams (common random numbers), so
 //! differences in the results come from the algorithms alone.
@@ -15,6 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
+use fulcrum_balance::resilience::{Availability, BreakerState, Outcome, Permit};
 use fulcrum_balance::{
     build_selector, mix64, Algorithm, InFlight, Load, Member, PickContext, Selector, SplitMix64,
 };
@@ -45,6 +52,12 @@ pub struct Run {
     /// Share of sampled keys that changed backend at membership changes
     /// (hashing algorithms; `None` for the others or without changes).
     pub keys_moved: Option<f64>,
+    /// Requests no backend could take (all ejected, open or at their limit).
+    pub no_backend: u64,
+    /// Outlier ejections, per backend.
+    pub ejections: Vec<u32>,
+    /// Times each backend's circuit breaker opened.
+    pub breaker_opens: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -61,11 +74,13 @@ struct Request {
     service: f64,
     backend: usize,
     failed: bool,
+    permit: Option<Permit>,
     _in_flight: InFlight,
 }
 
 struct Backend {
     load: Arc<Load>,
+    availability: Availability,
     speed: f64,
     weight: u32,
     member: bool,
@@ -123,6 +138,9 @@ pub fn simulate(scenario: &Scenario, algorithm_name: &str, progress: &mut dyn Fn
             per_backend: vec![0; count],
             per_second: vec![vec![0; seconds]; count],
             keys_moved: None,
+            no_backend: 0,
+            ejections: vec![0; count],
+            breaker_opens: vec![0; count],
         },
         moved: Vec::new(),
     };
@@ -154,8 +172,14 @@ pub fn simulate(scenario: &Scenario, algorithm_name: &str, progress: &mut dyn Fn
 }
 
 fn new_backend(scenario: &Scenario, index: usize) -> Backend {
+    let resilience = &scenario.resilience;
     Backend {
         load: Arc::new(Load::default()),
+        availability: Availability::new(
+            resilience.circuit_breaker.as_ref().map(|b| b.config()),
+            resilience.passive_health.as_ref().map(|p| p.config()),
+            resilience.circuit_breaker.as_ref().and_then(|b| b.max_requests),
+        ),
         speed: scenario.backends.speed_factors.get(index).copied().unwrap_or(1.0),
         weight: scenario.backends.weights.get(index).copied().unwrap_or(1).max(1),
         member: true,
@@ -201,14 +225,27 @@ impl Engine<'_> {
         let key = self.key();
         let service = service_time(&self.scenario.backends.service, &mut self.service_rng);
         let mut ctx = PickContext { key, now_nanos: now, rng: &mut self.pick_rng };
-        let Some(member) = self.selector.pick(&mut ctx, &|_| true) else { return };
+        let (backends, members) = (&self.backends, &self.member_to_backend);
+        let accept = |m: usize| {
+            let b = &backends[members[m]];
+            b.availability.serves(now, b.load.in_flight())
+        };
+        let Some(member) = self.selector.pick(&mut ctx, &accept) else {
+            self.run.no_backend += 1;
+            return;
+        };
         let backend = self.member_to_backend[member];
         let b = &mut self.backends[backend];
+        let Ok(permit) = b.availability.admit(now) else {
+            self.run.no_backend += 1;
+            return;
+        };
         self.run.per_backend[backend] += 1;
         if let Some(second) = self.run.per_second[backend].get_mut((now / SECOND) as usize) {
             *second += 1;
         }
-        let request = Request { arrived: now, service, backend, failed: false, _in_flight: b.load.start() };
+        let request =
+            Request { arrived: now, service, backend, failed: false, permit, _in_flight: b.load.start() };
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.requests[slot] = Some(request);
@@ -250,11 +287,23 @@ impl Engine<'_> {
     }
 
     fn complete(&mut self, slot: usize, now: u64) {
-        let request = self.requests[slot].take().expect("a completion belongs to a live request");
+        let mut request = self.requests[slot].take().expect("a completion belongs to a live request");
         self.free.push(slot);
         let latency = now - request.arrived;
+        let may_eject = self.may_eject(now);
         let backend = &mut self.backends[request.backend];
         backend.busy -= 1;
+        let outcome = if request.failed { Outcome::GatewayFailure } else { Outcome::Success };
+        let changes = backend.availability.record(outcome, request.permit.take(), latency, now, || may_eject);
+        if changes.ejected_for.is_some() {
+            self.run.ejections[request.backend] += 1;
+        }
+        if matches!(changes.breaker, Some((_, BreakerState::Open))) {
+            self.run.breaker_opens[request.backend] += 1;
+        }
+        if request.failed {
+            backend.load.record_error();
+        }
         if !request.failed {
             backend.load.observe_latency(latency, now);
             let _ = self.run.latency_us.record((latency / 1000).max(1));
@@ -265,6 +314,16 @@ impl Engine<'_> {
         if let Some(next) = backend.queue.pop_front() {
             self.start_service(next, now);
         }
+    }
+
+    /// Whether the scenario's ejection cap allows one more ejection at `now`.
+    fn may_eject(&self, now: u64) -> bool {
+        let Some(passive) = &self.scenario.resilience.passive_health else { return false };
+        let members = self.backends.iter().filter(|b| b.member).count();
+        let cap = ((passive.max_ejection_percent() / 100.0 * members as f64).floor() as usize).max(1);
+        let ejected =
+            self.backends.iter().filter(|b| b.member && b.availability.ejected_until() > now).count();
+        ejected < cap
     }
 
     fn change_membership(&mut self, index: usize, _now: u64) {
@@ -278,6 +337,8 @@ impl Engine<'_> {
             self.backends.push(new_backend(self.scenario, index));
             self.run.per_backend.push(0);
             self.run.per_second.push(vec![0; self.run.per_second[0].len()]);
+            self.run.ejections.push(0);
+            self.run.breaker_opens.push(0);
         }
         self.rebuild();
         if self.algorithm.uses_key() {

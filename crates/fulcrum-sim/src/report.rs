@@ -26,6 +26,12 @@ pub struct Row {
     pub max_over_mean_load: f64,
     /// Share of keys that changed backend at membership changes (hashing algorithms).
     pub keys_moved: Option<f64>,
+    /// Requests no backend could take (all ejected, open or at their limit).
+    pub no_backend: u64,
+    /// Outlier ejections, all backends.
+    pub ejections: u32,
+    /// Circuit breaker openings, all backends.
+    pub breaker_opens: u32,
 }
 
 /// All rows.
@@ -51,6 +57,9 @@ impl Row {
             p999_ms: quantile(0.999),
             max_over_mean_load: used.iter().max().map_or(0.0, |&m| m as f64 / mean),
             keys_moved: run.keys_moved,
+            no_backend: run.no_backend,
+            ejections: run.ejections.iter().sum(),
+            breaker_opens: run.breaker_opens.iter().sum(),
         }
     }
 }
@@ -59,7 +68,7 @@ impl Report {
     /// A fixed-width table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}\n",
+            "{:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8}\n",
             "algorithm",
             "requests",
             "success",
@@ -68,12 +77,14 @@ impl Report {
             "p99 ms",
             "p99.9 ms",
             "max/mean",
-            "keys moved"
+            "keys moved",
+            "ejected",
+            "opened"
         );
         for r in &self.results {
             let moved = r.keys_moved.map_or("-".to_string(), |m| format!("{:.1}%", m * 100.0));
             out += &format!(
-                "{:<24} {:>9} {:>8.2}% {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>10}\n",
+                "{:<24} {:>9} {:>8.2}% {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>10} {:>8} {:>8}\n",
                 r.algorithm,
                 r.requests,
                 r.success_rate * 100.0,
@@ -82,7 +93,9 @@ impl Report {
                 r.p99_ms,
                 r.p999_ms,
                 r.max_over_mean_load,
-                moved
+                moved,
+                r.ejections,
+                r.breaker_opens
             );
         }
         out

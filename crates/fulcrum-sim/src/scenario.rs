@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use fulcrum_balance::resilience::{BreakerConfig, OutlierConfig, DEFAULT_MAX_EJECTION_PERCENT};
 use fulcrum_balance::Algorithm;
 use serde::Deserialize;
 
@@ -34,6 +35,113 @@ pub struct Scenario {
     pub membership: Vec<MembershipChange>,
     /// Algorithms to compare, by config name (default: all of them).
     pub algorithms: Option<Vec<String>>,
+    /// Circuit breakers and outlier detection, as a pool configures them
+    /// (default: none).
+    #[serde(default)]
+    pub resilience: Resilience,
+}
+
+/// The passive resilience every backend of the scenario has: the keys and
+/// defaults of a pool's `circuit_breaker` and `passive_health` (count
+/// windows only), driven by the proxy's own [`Availability`] decisions.
+///
+/// [`Availability`]: fulcrum_balance::resilience::Availability
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resilience {
+    /// Per-backend circuit breaker.
+    pub circuit_breaker: Option<BreakerSettings>,
+    /// Outlier detection.
+    pub passive_health: Option<OutlierSettings>,
+}
+
+/// `circuit_breaker` keys (resilience4j's defaults).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Percent of failed calls that opens it.
+    pub failure_rate_threshold: Option<f64>,
+    /// Percent of slow calls that opens it.
+    pub slow_call_rate_threshold: Option<f64>,
+    /// A call slower than this is slow.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub slow_call_duration: Option<Duration>,
+    /// Calls in the window before rates are judged.
+    pub minimum_calls: Option<u32>,
+    /// Window size, calls.
+    pub window: Option<u32>,
+    /// How long it stays open.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub wait_in_open: Option<Duration>,
+    /// Probes admitted after the wait.
+    pub half_open_calls: Option<u32>,
+    /// Most concurrent requests per backend.
+    pub max_requests: Option<u64>,
+}
+
+impl BreakerSettings {
+    /// The core's breaker config.
+    pub fn config(&self) -> BreakerConfig {
+        let d = BreakerConfig::default();
+        let nanos = |v: Option<Duration>, default: u64| v.map_or(default, |v| v.as_nanos() as u64);
+        BreakerConfig {
+            failure_rate_threshold: self.failure_rate_threshold.unwrap_or(d.failure_rate_threshold),
+            slow_call_rate_threshold: self.slow_call_rate_threshold.unwrap_or(d.slow_call_rate_threshold),
+            slow_call_duration_nanos: nanos(self.slow_call_duration, d.slow_call_duration_nanos),
+            minimum_calls: self.minimum_calls.unwrap_or(d.minimum_calls).max(1),
+            window: self.window.unwrap_or(d.window).max(1),
+            window_kind: d.window_kind,
+            wait_in_open_nanos: nanos(self.wait_in_open, d.wait_in_open_nanos),
+            half_open_calls: self.half_open_calls.unwrap_or(d.half_open_calls).max(1),
+        }
+    }
+}
+
+/// `passive_health` keys (Envoy's defaults).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSettings {
+    /// 5xx in a row that eject.
+    pub consecutive_5xx: Option<u32>,
+    /// Gateway failures in a row that eject.
+    pub consecutive_failures: Option<u32>,
+    /// Failure percent over an interval that ejects.
+    pub failure_rate: Option<f64>,
+    /// Requests an interval needs before its failure rate counts.
+    pub min_requests: Option<u32>,
+    /// Failure-rate interval.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub interval: Option<Duration>,
+    /// The n-th ejection lasts n × this.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub ejection_time: Option<Duration>,
+    /// Longest ejection.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub max_ejection_time: Option<Duration>,
+    /// Most of the backends ejected at once (at least one).
+    pub max_ejection_percent: Option<f64>,
+}
+
+impl OutlierSettings {
+    /// The core's outlier-detection config.
+    pub fn config(&self) -> OutlierConfig {
+        let d = OutlierConfig::default();
+        let nanos = |v: Option<Duration>, default: u64| v.map_or(default, |v| v.as_nanos() as u64);
+        OutlierConfig {
+            consecutive_5xx: self.consecutive_5xx.unwrap_or(d.consecutive_5xx),
+            consecutive_failures: self.consecutive_failures.unwrap_or(d.consecutive_failures),
+            failure_rate: self.failure_rate.or(d.failure_rate),
+            min_requests: self.min_requests.unwrap_or(d.min_requests),
+            interval_nanos: nanos(self.interval, d.interval_nanos),
+            ejection_time_nanos: nanos(self.ejection_time, d.ejection_time_nanos),
+            max_ejection_time_nanos: nanos(self.max_ejection_time, d.max_ejection_time_nanos),
+        }
+    }
+
+    /// The share of backends that may be ejected at once, percent.
+    pub fn max_ejection_percent(&self) -> f64 {
+        self.max_ejection_percent.unwrap_or(DEFAULT_MAX_EJECTION_PERCENT)
+    }
 }
 
 fn default_seed() -> u64 {

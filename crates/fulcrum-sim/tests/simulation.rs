@@ -72,3 +72,36 @@ fn invalid_scenarios_say_what_is_wrong() {
     let error = Scenario::parse("duration = \"10\"\narrivals = { rate = 1 }\nbackends = { count = 2, service = { distribution = \"constant\", value = \"1ms\" } }\n").unwrap_err();
     assert!(error.to_string().contains("is not a duration"), "{error}");
 }
+
+const OUTAGE: &str = include_str!("../../../examples/scenarios/outage-with-breakers.toml");
+
+/// The proxy's breaker and outlier decisions, in virtual time: an outage of
+/// one backend in three costs a third of 30 s of traffic without them, and
+/// a few dozen requests with them (ejection after 5 failures, probes every
+/// ejection or breaker wait).
+#[test]
+fn breakers_and_ejection_contain_an_outage() {
+    let with = Scenario::parse(OUTAGE).unwrap();
+    let mut without = with.clone();
+    without.resilience = Default::default();
+    for algorithm in ["round_robin", "p2c"] {
+        let guarded = simulate(&with, algorithm, &mut |_| {});
+        let bare = simulate(&without, algorithm, &mut |_| {});
+        let failed = |run: &fulcrum_sim::Run| run.requests - run.successes;
+        eprintln!(
+            "{algorithm}: failed {} without, {} with resilience ({} ejections, {} breaker openings)",
+            failed(&bare),
+            failed(&guarded),
+            guarded.ejections.iter().sum::<u32>(),
+            guarded.breaker_opens.iter().sum::<u32>()
+        );
+        assert!(guarded.ejections[0] >= 1, "{algorithm}: backend 0 was never ejected");
+        assert_eq!(
+            guarded.ejections[1] + guarded.ejections[2],
+            0,
+            "{algorithm}: a healthy backend was ejected"
+        );
+        assert!(failed(&guarded) < 100, "{algorithm}: {} failed with resilience", failed(&guarded));
+        assert!(failed(&guarded) * 10 < failed(&bare), "{algorithm}: resilience must cut failures tenfold");
+    }
+}

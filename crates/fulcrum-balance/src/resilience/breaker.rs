@@ -45,6 +45,22 @@ pub struct BreakerConfig {
     pub half_open_calls: u32,
 }
 
+impl Default for BreakerConfig {
+    /// resilience4j's defaults.
+    fn default() -> Self {
+        Self {
+            failure_rate_threshold: 50.0,
+            slow_call_rate_threshold: 100.0,
+            slow_call_duration_nanos: 60 * SECOND,
+            minimum_calls: 100,
+            window: 100,
+            window_kind: WindowKind::Count,
+            wait_in_open_nanos: 60 * SECOND,
+            half_open_calls: 10,
+        }
+    }
+}
+
 /// The breaker's state, as reported (`lb_circuit_breaker_state`: 0/1/2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {

@@ -15,5 +15,5 @@ pub use availability::{Availability, Changes, Refused};
 pub use backoff::backoff;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit, WindowKind};
 pub use health::{Health, HealthChecker, ProbeResult};
-pub use outlier::{Outcome, OutlierConfig, OutlierDetector};
+pub use outlier::{Outcome, OutlierConfig, OutlierDetector, DEFAULT_MAX_EJECTION_PERCENT};
 pub use retry_budget::RetryBudget;

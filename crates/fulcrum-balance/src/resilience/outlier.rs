@@ -39,6 +39,26 @@ pub struct OutlierConfig {
     pub interval_nanos: u64,
 }
 
+impl Default for OutlierConfig {
+    /// Envoy's defaults (`outlier_detection`), with the failure-rate
+    /// check off.
+    fn default() -> Self {
+        const SECOND: u64 = 1_000_000_000;
+        Self {
+            consecutive_5xx: 5,
+            consecutive_failures: 5,
+            failure_rate: None,
+            min_requests: 50,
+            ejection_time_nanos: 30 * SECOND,
+            max_ejection_time_nanos: 300 * SECOND,
+            interval_nanos: 10 * SECOND,
+        }
+    }
+}
+
+/// Envoy's default `max_ejection_percent`: most of a pool ejected at once.
+pub const DEFAULT_MAX_EJECTION_PERCENT: f64 = 10.0;
+
 /// Outlier state of one backend.
 #[derive(Debug, Clone)]
 pub struct OutlierDetector {
