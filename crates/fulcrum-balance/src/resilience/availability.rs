@@ -123,33 +123,21 @@ pub struct Refused;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resilience::WindowKind;
 
     const SECOND: u64 = 1_000_000_000;
 
     fn breaker() -> BreakerConfig {
         BreakerConfig {
-            failure_rate_threshold: 50.0,
-            slow_call_rate_threshold: 100.0,
-            slow_call_duration_nanos: 60 * SECOND,
             minimum_calls: 4,
             window: 4,
-            window_kind: WindowKind::Count,
             wait_in_open_nanos: SECOND,
             half_open_calls: 1,
+            ..Default::default()
         }
     }
 
     fn outlier() -> OutlierConfig {
-        OutlierConfig {
-            consecutive_5xx: 0,
-            consecutive_failures: 3,
-            failure_rate: None,
-            min_requests: 50,
-            ejection_time_nanos: 30 * SECOND,
-            max_ejection_time_nanos: 300 * SECOND,
-            interval_nanos: 10 * SECOND,
-        }
+        OutlierConfig { consecutive_5xx: 0, consecutive_failures: 3, ..Default::default() }
     }
 
     fn fail(a: &mut Availability, now: u64) -> Changes {
