@@ -36,6 +36,8 @@ pub struct Guards {
     breaker_opened_at: Mutex<std::collections::VecDeque<u64>>,
     /// The core's decisions, when a breaker or outlier detection is configured.
     availability: Option<Mutex<Availability>>,
+    /// Whether a breaker is configured: only then does a pick take a permit.
+    has_breaker: bool,
     max_requests: Option<u64>,
 }
 
@@ -73,6 +75,7 @@ impl Guards {
             ))
             .filter(Availability::is_guarded)
             .map(Mutex::new),
+            has_breaker: config.circuit_breaker.is_some(),
             max_requests: config.circuit_breaker.as_ref().and_then(|c| c.max_requests),
         }
     }
@@ -122,6 +125,9 @@ impl Guards {
     /// Takes a breaker permit for a call starting at `now`: `Ok(None)`
     /// without a breaker, `Err` when the breaker refuses the call.
     pub fn admit(&self, now: u64, address: SocketAddr) -> Result<Option<Permit>, BreakerRefused> {
+        if !self.has_breaker {
+            return Ok(None);
+        }
         let Some(mut availability) = self.lock() else { return Ok(None) };
         let before = breaker_state(&availability);
         let permit = availability.admit(now).map_err(|_| BreakerRefused);
