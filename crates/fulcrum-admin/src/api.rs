@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::{AdminState, ApiError, BackendUpdate, NewBackend};
+use crate::{AdminState, ApiError, BackendUpdate, NewBackend, Rebalance};
 
 fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     payload
@@ -69,6 +69,39 @@ pub async fn remove_backend(
 ) -> Result<Response, ApiError> {
     let backend = state.control.remove_backend(&pool, &id)?;
     Ok((StatusCode::ACCEPTED, Json(backend)).into_response())
+}
+
+pub async fn sessions(
+    State(state): State<AdminState>,
+    Path(pool): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.control.sessions(&pool)?).into_response())
+}
+
+pub async fn rebalance_sessions(
+    State(state): State<AdminState>,
+    Path(pool): Path<String>,
+    payload: Result<Json<Rebalance>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let fraction = body(payload)?.fraction;
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "`fraction` is a share of the sessions, above 0 and at most 1",
+        ));
+    }
+    let forgotten = state.control.rebalance_sessions(pool.clone(), fraction).await?;
+    tracing::info!(%pool, fraction, forgotten, "sessions rebalanced through the admin API");
+    Ok(Json(serde_json::json!({ "pool": pool, "forgotten": forgotten })).into_response())
+}
+
+pub async fn flush_sessions(
+    State(state): State<AdminState>,
+    Path(pool): Path<String>,
+) -> Result<Response, ApiError> {
+    let forgotten = state.control.flush_sessions(pool.clone()).await?;
+    tracing::info!(%pool, forgotten, "sessions flushed through the admin API");
+    Ok(Json(serde_json::json!({ "pool": pool, "forgotten": forgotten })).into_response())
 }
 
 pub async fn reload(State(state): State<AdminState>) -> Response {

@@ -3,7 +3,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fulcrum_proxy::{BackendStats, Stats};
+use fulcrum_proxy::{BackendStats, PoolSessions, SessionsError, Stats};
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
 /// An error answered as `{"error": message}` with `status`.
@@ -66,4 +67,33 @@ pub trait Control: Send + Sync + 'static {
     fn remove_backend(&self, pool: &str, id: &str) -> Result<BackendStats, ApiError>;
     /// Reloads the config file: what changed, or every error (the running config stays).
     fn reload(&self) -> Result<Vec<String>, Vec<String>>;
+    /// The sessions of a pool with affinity, per backend.
+    fn sessions(&self, pool: &str) -> Result<PoolSessions, SessionsError>;
+    /// Forgets `fraction` of a pool's sessions, busiest backends first; how many.
+    fn rebalance_sessions(
+        &self,
+        pool: String,
+        fraction: f64,
+    ) -> BoxFuture<'static, Result<usize, SessionsError>>;
+    /// Forgets every session of a pool; how many there were.
+    fn flush_sessions(&self, pool: String) -> BoxFuture<'static, Result<usize, SessionsError>>;
+}
+
+/// `POST /api/v1/pools/{pool}/sessions/rebalance`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rebalance {
+    /// Share of all sessions to forget, above 0 and at most 1.
+    pub fraction: f64,
+}
+
+impl From<SessionsError> for ApiError {
+    fn from(error: SessionsError) -> Self {
+        let status = match error {
+            SessionsError::NoPool(_) => StatusCode::NOT_FOUND,
+            SessionsError::NoAffinity(_) => StatusCode::CONFLICT,
+            SessionsError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, error.to_string())
+    }
 }

@@ -12,7 +12,7 @@ mod api;
 mod control;
 mod recommend;
 
-pub use control::{ApiError, BackendUpdate, Control, NewBackend};
+pub use control::{ApiError, BackendUpdate, Control, NewBackend, Rebalance};
 
 use std::sync::Arc;
 
@@ -53,6 +53,8 @@ fn router(state: AdminState) -> Router {
         .route("/api/v1/pools", get(api::pools))
         .route("/api/v1/pools/{pool}/backends", post(api::add_backend))
         .route("/api/v1/pools/{pool}/backends/{id}", patch(api::update_backend).delete(api::remove_backend))
+        .route("/api/v1/pools/{pool}/sessions", get(api::sessions).delete(api::flush_sessions))
+        .route("/api/v1/pools/{pool}/sessions/rebalance", post(api::rebalance_sessions))
         .route("/api/v1/reload", post(api::reload))
         .route("/api/v1/recommendations", get(api::recommendations))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));

@@ -20,6 +20,31 @@ pub struct FileConfig {
     pub geo: Option<GeoFile>,
     #[serde(default)]
     pub log: LogFile,
+    pub redis: Option<RedisFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    pub url: String,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AffinityFile {
+    pub kind: Option<String>,
+    pub cookie: Option<String>,
+    pub header: Option<String>,
+    pub subnet_mask: Option<u8>,
+    pub subnet_mask_v6: Option<u8>,
+    pub secrets: Option<Vec<String>>,
+    pub ttl: Option<String>,
+    pub mode: Option<String>,
+    pub max_sessions: Option<usize>,
+    pub store: Option<String>,
+    pub drain_keeps_sessions: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +155,7 @@ pub struct PoolFile {
     pub passive_health: Option<PassiveHealthFile>,
     pub circuit_breaker: Option<CircuitBreakerFile>,
     pub retries: Option<RetriesFile>,
+    pub affinity: Option<AffinityFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 //! references between sections) → [`model`] (the typed config the rest of
 //! Fulcrum is built from). [`diff`] says what a reload changes.
 
+mod affinity;
 mod diff;
 mod duration;
 mod error;
@@ -18,6 +19,9 @@ mod span;
 mod validate;
 mod validate_listener;
 
+pub use affinity::{
+    Affinity, AffinityKind, AffinityMode, Redis, SessionStore, DEFAULT_AFFINITY_TTL, DEFAULT_REDIS_TIMEOUT,
+};
 pub use diff::{diff, Change};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};

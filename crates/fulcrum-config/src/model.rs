@@ -39,6 +39,8 @@ pub struct Config {
     pub geo: Option<Geo>,
     /// `[log]`: the access log.
     pub log: Log,
+    /// `[redis]`: the store shared by every instance; none by default.
+    pub redis: Option<crate::Redis>,
 }
 
 /// The access log.
@@ -273,6 +275,8 @@ pub struct Pool {
     pub circuit_breaker: Option<crate::CircuitBreaker>,
     /// Retry policy (`retries`); no retries by default.
     pub retries: Option<crate::Retries>,
+    /// Session affinity (`affinity`); none by default.
+    pub affinity: Option<crate::Affinity>,
 }
 
 /// The request property hashing algorithms place by. A request without

@@ -11,6 +11,7 @@ use crate::file::{BackendFile, FileConfig, PoolFile};
 use crate::model::*;
 use crate::parse_duration;
 use crate::span::{self, KeyPath};
+use crate::SessionStore;
 
 /// Validates `raw` (parsed from `text`); relative paths resolve against `base_dir`.
 pub fn validate(raw: FileConfig, text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
@@ -35,8 +36,33 @@ pub fn validate(raw: FileConfig, text: &str, base_dir: &Path) -> Result<Config, 
         }
     }
     let log = v.log(&raw.log, &root.key("log"));
+    let redis = raw.redis.as_ref().and_then(|r| v.redis(r, &root.key("redis")));
+    for (name, pool) in &pools {
+        let shared = pool.affinity.as_ref().is_some_and(|a| a.store == SessionStore::Redis);
+        if shared && raw.redis.is_none() {
+            v.error(
+                &root.key("pools").key(name).key("affinity").key("store"),
+                "`store = \"redis\"` needs a [redis] section with the server's url",
+            );
+        }
+    }
+    for (i, listener) in listeners.iter().enumerate() {
+        let http_only = pools.get(&listener.pool).and_then(|p| p.affinity.as_ref()).filter(|a| {
+            listener.protocol == Protocol::Tcp && !matches!(a.kind, crate::AffinityKind::ClientIp { .. })
+        });
+        if let Some(affinity) = http_only {
+            v.error(
+                &root.key("listeners").index(i).key("pool"),
+                format!(
+                    "a tcp listener sees no {}s; pool `{}` needs affinity kind = \"client_ip\" to serve it",
+                    affinity.kind.name(),
+                    listener.pool
+                ),
+            );
+        }
+    }
     if v.errors.is_empty() {
-        Ok(Config { server, admin, listeners, pools, geo, log })
+        Ok(Config { server, admin, listeners, pools, geo, log, redis })
     } else {
         v.errors.sort_by_key(|e| e.location);
         Err(v.errors)
@@ -272,6 +298,7 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|c| self.circuit_breaker(c, &path.key("circuit_breaker"))),
             retries: raw.retries.as_ref().map(|r| self.retries(r, &path.key("retries"))),
+            affinity: raw.affinity.as_ref().map(|a| self.affinity(a, &path.key("affinity"))),
         })
     }
 

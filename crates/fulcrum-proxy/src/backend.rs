@@ -20,6 +20,8 @@ pub struct Backend {
     pub id: u64,
     /// Where to connect.
     pub address: SocketAddr,
+    /// What sessions know it by ([`crate::affinity::address_key`]): the same on every instance.
+    pub address_key: u64,
     /// Relative capacity.
     pub weight: u32,
     /// Availability zone, if configured.
@@ -39,6 +41,8 @@ pub struct Backend {
     pub metrics: Arc<BackendMetrics>,
     /// When its slow-start ramp began (monotonic nanos), 0 when not ramping.
     ramp_from: AtomicU64,
+    /// When it started draining (monotonic nanos); 0 unless draining.
+    draining_since: u64,
 }
 
 impl Backend {
@@ -49,9 +53,16 @@ impl Backend {
         pool: &fulcrum_config::Pool,
         previous: Option<&Backend>,
     ) -> Self {
+        let draining = config.state == fulcrum_config::BackendState::Draining;
+        let draining_since = match previous {
+            _ if !draining => 0,
+            Some(p) if p.state == fulcrum_config::BackendState::Draining => p.draining_since,
+            _ => crate::clock::now_nanos().max(1),
+        };
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             address: config.address,
+            address_key: crate::affinity::address_key(&config.address.to_string()),
             weight: config.weight,
             zone: config.zone.clone(),
             region: config.region.clone(),
@@ -61,6 +72,7 @@ impl Backend {
             metrics: previous.map(|p| Arc::clone(&p.metrics)).unwrap_or_default(),
             guards: Guards::new(pool),
             ramp_from: AtomicU64::new(0),
+            draining_since,
         }
     }
 
@@ -77,6 +89,11 @@ impl Backend {
     /// Whether the backend may take a new request at `now`.
     pub fn is_available(&self, now: u64) -> bool {
         self.state == fulcrum_config::BackendState::Active && self.guards.serves(now, self.load.in_flight())
+    }
+
+    /// When it started draining (monotonic nanos); 0 unless draining.
+    pub fn draining_since(&self) -> u64 {
+        self.draining_since
     }
 
     /// Starts a slow-start ramp at `now` (monotonic nanos).

@@ -23,6 +23,8 @@ type GaugeValue<'a> = dyn Fn(&crate::backend::Backend) -> f64 + 'a;
 pub struct PoolsCollector {
     /// The pools as running when the scrape began.
     pub pools: Vec<Arc<Pool>>,
+    /// Failed commands of the `[redis]` store, when there is one.
+    pub store_errors: Option<u64>,
 }
 
 fn describe<'a>(
@@ -110,6 +112,59 @@ impl Collector for PoolsCollector {
             let labels = [("pool".to_string(), pool.name.to_string())];
             ConstCounter::new(pool.metrics.retries.load(Ordering::Relaxed))
                 .encode(family.encode_family(&labels)?)?;
+        }
+        self.encode_affinity(&mut encoder)
+    }
+}
+
+impl PoolsCollector {
+    /// Session placements and counts of pools with affinity, and the shared store's errors.
+    fn encode_affinity(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let sticky: Vec<(&Arc<Pool>, &crate::affinity::Affinity)> =
+            self.pools.iter().filter_map(|p| Some((p, p.affinity.as_ref()?))).collect();
+        if !sticky.is_empty() {
+            let mut family = describe(
+                encoder,
+                "lb_affinity",
+                "Requests of pools with affinity by how their session was placed: hit, new, failover, invalid.",
+                MetricType::Counter,
+            )?;
+            for (pool, affinity) in &sticky {
+                let placements = affinity.sessions().placements();
+                for (placement, count) in crate::affinity::Placement::ALL.iter().zip(placements) {
+                    let labels = [
+                        ("pool".to_string(), pool.name.to_string()),
+                        ("result".into(), placement.name().into()),
+                    ];
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
+            }
+            let mut family = describe(
+                encoder,
+                "lb_affinity_sessions",
+                "Live sessions bound to each backend, as this instance knows them.",
+                MetricType::Gauge,
+            )?;
+            for (pool, affinity) in &sticky {
+                let counts = affinity.counts();
+                for backend in &pool.backends {
+                    let labels = [
+                        ("pool".to_string(), pool.name.to_string()),
+                        ("backend".into(), backend.address.to_string()),
+                    ];
+                    let count = counts.get(&backend.address_key).copied().unwrap_or(0);
+                    ConstGauge::new(count as i64).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        if let Some(errors) = self.store_errors {
+            let family = describe(
+                encoder,
+                "lb_shared_store_errors",
+                "Commands to the shared store (redis) that failed, timed out or were skipped during an outage.",
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(errors).encode(family)?;
         }
         Ok(())
     }

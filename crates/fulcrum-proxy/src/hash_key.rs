@@ -25,6 +25,15 @@ pub fn client_key(client: IpAddr, pool: &PoolConfig) -> u64 {
     }
 }
 
+/// `client` masked to its /`v4` or /`v6` network, as a number (sessions
+/// of `client_ip` affinity are keyed by it).
+pub fn masked(client: IpAddr, v4: u8, v6: u8) -> u128 {
+    match client {
+        IpAddr::V4(a) => u128::from(u32::from(a) & prefix_mask_u32(v4)),
+        IpAddr::V6(a) => u128::from(a) & prefix_mask_u128(v6),
+    }
+}
+
 fn prefix_mask_u32(prefix: u8) -> u32 {
     u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0)
 }
@@ -87,6 +96,7 @@ mod tests {
             passive_health: None,
             circuit_breaker: None,
             retries: None,
+            affinity: None,
         }
     }
 

@@ -3,13 +3,14 @@
 //! that starts, reloads and drains them.
 //!
 //! A request's path reads top to bottom through the modules:
-//! [`listener`] accepts → [`route`] picks the pool → [`pool`] picks the
-//! backend with the core's selector → [`http`] (or [`tcp`]) forwards over
+//! [`listener`] accepts → [`route`] picks the pool → [`affinity`] finds
+//! the request's session → [`pool`] picks the backend with the core's selector → [`http`] (or [`tcp`]) forwards over
 //! [`upstream`] connections. Dependencies point the same way: `listener`
 //! uses `http` and `state` (what a listener serves); `http` uses `state`,
 //! `upstream` and `request_body`; `upstream` uses only `request_body`.
 
 mod access_log;
+mod affinity;
 mod attempt;
 mod backend;
 mod clock;
@@ -26,6 +27,7 @@ mod request_body;
 mod rng;
 mod route;
 mod server;
+mod shared_store;
 mod state;
 mod stats;
 mod tcp;
@@ -36,4 +38,6 @@ mod tls;
 mod upstream;
 
 pub use server::Proxy;
-pub use stats::{BackendStats, ListenerStats, PoolStats, Stats};
+pub use stats::{
+    BackendSessions, BackendStats, ListenerStats, PoolSessions, PoolStats, SessionsError, Stats,
+};

@@ -4,11 +4,15 @@
 //! The selector is swappable so slow start and degraded backends re-weigh
 //! on the per-second tick without a reload.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use crate::affinity::Affinity;
 use crate::attempt::Attempt;
 use crate::backend::Backend;
+use crate::shared_store::SharedStore;
 use crate::tiers::Tiers;
 use arc_swap::ArcSwap;
 use fulcrum_balance::resilience::{Health, Outcome, Permit, RetryBudget};
@@ -41,6 +45,22 @@ pub struct Pool {
     pub max_idle_per_backend: usize,
     /// The config this pool was built from, to detect changes on reload.
     pub config: PoolConfig,
+    /// Session affinity, when configured.
+    pub affinity: Option<Affinity>,
+    /// Backend index by address key, for sessions.
+    by_address: HashMap<u64, usize>,
+}
+
+/// What pools of one config share: the `[geo]` data, the `[redis]` store
+/// and the graceful timeout (how long a draining backend keeps sessions).
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    /// Client networks and region latencies.
+    pub geo: Option<Arc<Geo>>,
+    /// The store every instance shares.
+    pub store: Option<Arc<SharedStore>>,
+    /// `[server] graceful_timeout`.
+    pub graceful_timeout: Duration,
 }
 
 impl Pool {
@@ -48,7 +68,7 @@ impl Pool {
     /// by the proxy's supervisor of this pool generation). Backends of `previous` (the running pool of that name) keep their
     /// load and health; unchanged ones are reused whole; new addresses start
     /// a slow-start ramp when configured.
-    pub fn build(name: &str, config: &PoolConfig, previous: Option<&Pool>, geo: Option<&Arc<Geo>>) -> Self {
+    pub fn build(name: &str, config: &PoolConfig, previous: Option<&Pool>, shared: &Shared) -> Self {
         let now = crate::clock::now_nanos();
         let same_guards = previous.is_some_and(|p| {
             p.config.passive_health == config.passive_health
@@ -76,7 +96,12 @@ impl Pool {
                 }
             })
             .collect();
-        let geo = if config.geo { geo.cloned() } else { None };
+        let geo = if config.geo { shared.geo.clone() } else { None };
+        let affinity = config.affinity.as_ref().map(|a| {
+            let previous = previous.and_then(|p| p.affinity.as_ref());
+            Affinity::new(name, a, previous, shared.store.as_ref(), shared.graceful_timeout)
+        });
+        let by_address = backends.iter().enumerate().map(|(i, b)| (b.address_key, i)).collect();
         let pool = Self {
             name: name.into(),
             selector: ArcSwap::from_pointee(build_selector(&config.algorithm, &[])),
@@ -91,6 +116,8 @@ impl Pool {
             timeouts: config.timeouts,
             max_idle_per_backend: config.max_idle_per_backend,
             config: config.clone(),
+            affinity,
+            by_address,
         };
         pool.reweigh(now);
         pool
@@ -180,6 +207,26 @@ impl Pool {
             }
         }
         None
+    }
+
+    /// An attempt on the backend a session is bound to (by its address
+    /// key), when it can serve at `now`: active (or draining while the
+    /// affinity keeps sessions on draining backends), healthy, not ejected,
+    /// its breaker admitting the call. Tiers and weights do not apply: a
+    /// session stays where it is.
+    pub fn pick_bound(&self, address_key: u64, now: u64) -> Option<Attempt<'_>> {
+        let affinity = self.affinity.as_ref()?;
+        let backend = &self.backends[*self.by_address.get(&address_key)?];
+        let allowed = match backend.state {
+            fulcrum_config::BackendState::Active => true,
+            fulcrum_config::BackendState::Draining => affinity.keeps_draining(backend, now),
+            fulcrum_config::BackendState::Maintenance => false,
+        };
+        if !allowed || !backend.guards.serves(now, backend.load.in_flight()) {
+            return None;
+        }
+        let permit = backend.guards.admit(now, backend.address).ok()?;
+        Some(Attempt::new(self, Arc::clone(backend), permit, now))
     }
 
     /// Records how a call to `backend` under `permit` ended at `now`

@@ -15,10 +15,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::health_check::Probers;
 use crate::listener::{self, Acceptor};
-use crate::pool::Pool;
+use crate::pool::{Pool, Shared};
 use crate::route::CompiledRoute;
+use crate::shared_store::SharedStore;
 use crate::state::ListenerState;
-use crate::stats::{BackendStats, ListenerStats, PoolStats, Stats};
+use crate::stats::{
+    BackendSessions, BackendStats, ListenerStats, PoolSessions, PoolStats, SessionsError, Stats,
+};
 
 /// A running load balancer.
 #[derive(Debug)]
@@ -38,6 +41,8 @@ struct Running {
     pools: BTreeMap<String, Arc<Pool>>,
     /// Each pool generation's health probes, stopped when it is replaced.
     probers: BTreeMap<String, Probers>,
+    /// The `[redis]` store, kept while its settings do not change.
+    store: Option<Arc<SharedStore>>,
     listeners: HashMap<SocketAddr, RunningListener>,
 }
 
@@ -57,6 +62,7 @@ impl Proxy {
                 access_log: None,
                 pools: BTreeMap::new(),
                 probers: BTreeMap::new(),
+                store: None,
                 listeners: HashMap::new(),
             }),
             tracker: TaskTracker::new(),
@@ -79,7 +85,19 @@ impl Proxy {
     fn apply(&self, config: Config) -> anyhow::Result<Vec<Change>> {
         let mut running = self.lock();
         let changes = diff(&running.config, &config);
-        let geo = config.geo.clone().map(Arc::new);
+        let store = match (&config.redis, &running.store) {
+            (Some(wanted), Some(store)) if store.config == *wanted => Some(Arc::clone(store)),
+            (Some(wanted), _) => Some(Arc::new(SharedStore::new(wanted)?)),
+            (None, _) => None,
+        };
+        let shared = Shared {
+            geo: config.geo.clone().map(Arc::new),
+            store: store.clone(),
+            graceful_timeout: config.server.graceful_timeout,
+        };
+        // What pools with affinity share besides their own config.
+        let same_sharing = running.config.redis == config.redis
+            && running.config.server.graceful_timeout == config.server.graceful_timeout;
         let access_log = if running.access_log.is_some() && running.config.log == config.log {
             running.access_log.clone()
         } else {
@@ -93,9 +111,12 @@ impl Proxy {
                 let previous = running.pools.get(name).filter(|p| p.config == *pool);
                 // A pool whose config (and the [geo] data it may use) is
                 // unchanged is kept whole: selector state, ramps and all.
-                let reuse = previous.filter(|_| running.config.geo == config.geo).map(Arc::clone);
+                let reuse = previous
+                    .filter(|_| running.config.geo == config.geo)
+                    .filter(|p| p.affinity.is_none() || same_sharing)
+                    .map(Arc::clone);
                 let pool = reuse.unwrap_or_else(|| {
-                    Arc::new(Pool::build(name, pool, running.pools.get(name).map(|p| &**p), geo.as_ref()))
+                    Arc::new(Pool::build(name, pool, running.pools.get(name).map(|p| &**p), &shared))
                 });
                 (name.clone(), pool)
             })
@@ -172,6 +193,7 @@ impl Proxy {
         }
         drop(old_probers);
         running.pools = pools;
+        running.store = store;
         running.config = config;
         Ok(changes)
     }
@@ -214,9 +236,12 @@ impl Proxy {
     /// `promtool` and older scrapers parse: counters' HELP/TYPE name the
     /// `_total` series, no `# EOF`).
     pub fn encode_metrics(&self, openmetrics: bool) -> String {
-        let pools: Vec<Arc<Pool>> = self.lock().pools.values().cloned().collect();
+        let (pools, store_errors) = {
+            let running = self.lock();
+            (running.pools.values().cloned().collect(), running.store.as_ref().map(|s| s.errors()))
+        };
         let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(crate::exporter::PoolsCollector { pools }));
+        registry.register_collector(Box::new(crate::exporter::PoolsCollector { pools, store_errors }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)
             .expect("writing to a String cannot fail");
@@ -288,6 +313,57 @@ impl Proxy {
         }
     }
 
+    /// The pool `name` when it has affinity.
+    fn sticky_pool(&self, name: &str) -> Result<Arc<Pool>, SessionsError> {
+        let pool = self.lock().pools.get(name).cloned().ok_or_else(|| SessionsError::NoPool(name.into()))?;
+        match pool.affinity {
+            Some(_) => Ok(pool),
+            None => Err(SessionsError::NoAffinity(name.into())),
+        }
+    }
+
+    /// The sessions of pool `name` per backend.
+    pub fn sessions(&self, name: &str) -> Result<PoolSessions, SessionsError> {
+        let pool = self.sticky_pool(name)?;
+        let affinity = pool.affinity.as_ref().expect("a sticky pool has affinity");
+        let counts = affinity.counts();
+        let backends: Vec<BackendSessions> = pool
+            .backends
+            .iter()
+            .map(|b| BackendSessions {
+                backend: b.address.to_string(),
+                sessions: counts.get(&b.address_key).copied().unwrap_or(0),
+            })
+            .collect();
+        let placements = affinity.sessions().placements();
+        Ok(PoolSessions {
+            pool: name.to_string(),
+            kind: affinity.config.kind.name(),
+            store: match affinity.config.store {
+                fulcrum_config::SessionStore::Local => "local",
+                fulcrum_config::SessionStore::Redis => "redis",
+            },
+            sessions: backends.iter().map(|b| b.sessions).sum(),
+            backends,
+            placements: crate::affinity::Placement::ALL.iter().map(|p| p.name()).zip(placements).collect(),
+        })
+    }
+
+    /// Forgets `fraction` of pool `name`'s sessions, from its busiest
+    /// backends first; returns how many.
+    pub async fn rebalance_sessions(&self, name: &str, fraction: f64) -> Result<usize, SessionsError> {
+        let pool = self.sticky_pool(name)?;
+        let affinity = pool.affinity.as_ref().expect("a sticky pool has affinity");
+        affinity.rebalance(fraction).await.map_err(|_| SessionsError::StoreUnavailable)
+    }
+
+    /// Forgets every session of pool `name`; returns how many there were.
+    pub async fn flush_sessions(&self, name: &str) -> Result<usize, SessionsError> {
+        let pool = self.sticky_pool(name)?;
+        let affinity = pool.affinity.as_ref().expect("a sticky pool has affinity");
+        affinity.flush().await.map_err(|_| SessionsError::StoreUnavailable)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Running> {
         self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -320,5 +396,6 @@ fn empty_config() -> Config {
         pools: BTreeMap::new(),
         geo: None,
         log: Default::default(),
+        redis: None,
     }
 }

@@ -76,3 +76,43 @@ pub struct BackendStats {
     /// Times the circuit breaker opened in the last 10 minutes.
     pub circuit_opens_10m: usize,
 }
+
+/// The sessions of a pool with affinity, as this instance knows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolSessions {
+    /// The pool's name.
+    pub pool: String,
+    /// `cookie`, `header` or `client_ip`.
+    pub kind: &'static str,
+    /// `local` or `redis`.
+    pub store: &'static str,
+    /// Live sessions in all.
+    pub sessions: usize,
+    /// Live sessions per backend, in config order.
+    pub backends: Vec<BackendSessions>,
+    /// Requests by placement since the pool's sessions began: hit, new, failover, invalid.
+    pub placements: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// One backend's share of a pool's sessions.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendSessions {
+    /// Its address.
+    pub backend: String,
+    /// Live sessions bound to it.
+    pub sessions: usize,
+}
+
+/// Why a sessions request cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionsError {
+    /// No pool of that name.
+    #[error("no pool named `{0}`")]
+    NoPool(String),
+    /// The pool has no `affinity`.
+    #[error("pool `{0}` has no affinity configured")]
+    NoAffinity(String),
+    /// The shared store did not answer; the local sessions changed anyway.
+    #[error("the shared store (redis) did not answer; only this instance forgot the sessions")]
+    StoreUnavailable,
+}

@@ -3,7 +3,8 @@
 //! that half-closes (shuts down its writes) has that shutdown passed on,
 //! so request/response protocols that signal the end of input with a FIN
 //! keep working. The connect is the attempt: its outcome is recorded like
-//! an HTTP response's.
+//! an HTTP response's. With `client_ip` affinity a client's connections
+//! stay on its backend, like its HTTP requests would.
 
 use fulcrum_balance::resilience::Outcome;
 use tokio::net::TcpStream;
@@ -13,8 +14,26 @@ use crate::pool::Pool;
 /// Proxies one client connection to a backend of `pool`.
 pub async fn proxy(mut client: TcpStream, peer: std::net::SocketAddr, pool: &Pool) {
     let key = pool.config.algorithm.uses_key().then(|| crate::hash_key::client_key(peer.ip(), &pool.config));
+    let mut session = match &pool.affinity {
+        Some(affinity) => affinity.lookup_client(peer.ip()).await,
+        None => None,
+    };
     let started = crate::clock::now_nanos();
-    let Some(attempt) = pool.pick(key, Some(peer.ip()), &[], started) else {
+    let bound = session.as_ref().and_then(|s| s.bound).and_then(|b| pool.pick_bound(b, started));
+    let hard = pool.affinity.as_ref().is_some_and(|a| a.is_hard());
+    let attempt = match (bound, &mut session) {
+        (Some(attempt), _) => Some(attempt),
+        (None, Some(session)) if session.bound.is_some() => {
+            session.fail_over();
+            if hard {
+                None
+            } else {
+                pool.pick(key, Some(peer.ip()), &[], started)
+            }
+        }
+        (None, _) => pool.pick(key, Some(peer.ip()), &[], started),
+    };
+    let Some(attempt) = attempt else {
         tracing::warn!(pool = %pool.name, "no backend available for a TCP connection; closing it");
         return;
     };
@@ -25,6 +44,10 @@ pub async fn proxy(mut client: TcpStream, peer: std::net::SocketAddr, pool: &Poo
     let mut upstream = match connected {
         Ok(Ok(stream)) => {
             attempt.finish(Outcome::Success, 200, now);
+            if let (Some(affinity), Some(session)) = (&pool.affinity, &mut session) {
+                affinity.bind(session, &backend, false).await;
+                affinity.count(session.placement);
+            }
             stream
         }
         Ok(Err(e)) => {

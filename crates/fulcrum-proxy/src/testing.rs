@@ -13,5 +13,5 @@ pub fn pool(backends: &[&str], extra: &str) -> Pool {
     );
     let config =
         fulcrum_config::parse(&text, "test", std::path::Path::new(".")).expect("a valid test config");
-    Pool::build("app", &config.pools["app"], None, None)
+    Pool::build("app", &config.pools["app"], None, &Default::default())
 }

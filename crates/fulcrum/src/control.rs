@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use fulcrum_admin::{ApiError, BackendUpdate, Control, NewBackend};
 use fulcrum_config::{AddedBackend, BackendChange, Config, Overlay, Source};
-use fulcrum_proxy::{BackendStats, Proxy, Stats};
+use fulcrum_proxy::{BackendStats, PoolSessions, Proxy, SessionsError, Stats};
+use futures_util::future::BoxFuture;
 use http::StatusCode;
 
 /// Shared by the admin API, the signal loop and drain tasks.
@@ -195,6 +196,24 @@ impl Control for Controller {
         tracing::info!(%pool, backend = %address, "backend draining before removal (admin API)");
         self.finish_removal(pool.to_string(), address);
         self.backend(pool, id)
+    }
+
+    fn sessions(&self, pool: &str) -> Result<PoolSessions, SessionsError> {
+        self.0.proxy.sessions(pool)
+    }
+
+    fn rebalance_sessions(
+        &self,
+        pool: String,
+        fraction: f64,
+    ) -> BoxFuture<'static, Result<usize, SessionsError>> {
+        let proxy = Arc::clone(&self.0.proxy);
+        Box::pin(async move { proxy.rebalance_sessions(&pool, fraction).await })
+    }
+
+    fn flush_sessions(&self, pool: String) -> BoxFuture<'static, Result<usize, SessionsError>> {
+        let proxy = Arc::clone(&self.0.proxy);
+        Box::pin(async move { proxy.flush_sessions(&pool).await })
     }
 
     fn reload(&self) -> Result<Vec<String>, Vec<String>> {

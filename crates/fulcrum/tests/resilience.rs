@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,36 +13,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use http::Request;
 use http_body_util::BodyExt;
-
-/// A `fulcrum backend` process, killed when dropped (also when a test fails).
-struct BackendProcess(Child);
-
-impl BackendProcess {
-    /// Starts one on `address` and waits until it accepts.
-    fn start(address: SocketAddr, name: &str) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-            .args(["backend", "--listen", &address.to_string(), "--name", name])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_port(address);
-        Self(child)
-    }
-
-    /// SIGKILLs it and waits until it is gone.
-    fn kill(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for BackendProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Three backend processes behind a Fulcrum with health checks, retries
 /// and an admin listener; returns them with the backends' addresses and

@@ -16,6 +16,8 @@ use super::body::ProxyBody;
 use super::headers::{self, ClientInfo};
 use super::idle::InFlightRequest;
 use super::{respond, upgrade, validate};
+use crate::affinity::{Placement, Session};
+use crate::attempt::Attempt;
 use crate::backend::Backend;
 use crate::error::UpstreamError;
 use crate::pool::Pool;
@@ -41,6 +43,75 @@ struct Attempted {
     backend: Option<std::net::SocketAddr>,
     retries: u32,
     upstream_nanos: Option<u64>,
+    /// How the request's session was placed (pools with affinity).
+    placement: Option<Placement>,
+}
+
+/// Why a request found no backend.
+#[derive(Debug, Clone, Copy)]
+enum Unplaced {
+    /// No backend of the pool can take it.
+    NoBackend,
+    /// Its session may not move and its backend cannot serve.
+    SessionUnavailable,
+}
+
+impl Unplaced {
+    fn response(self) -> Response<ProxyBody> {
+        match self {
+            Self::NoBackend => respond::no_backend(),
+            Self::SessionUnavailable => respond::session_unavailable(),
+        }
+    }
+}
+
+/// What decides where a request goes: its hash key, its client and its session.
+#[derive(Debug)]
+struct Origin {
+    key: Option<u64>,
+    client: std::net::IpAddr,
+    session: Option<Session>,
+    /// The client came over TLS (affinity cookies are `Secure`).
+    secure: bool,
+}
+
+impl Origin {
+    /// The first attempt: the session's backend when it can serve, else the
+    /// algorithm's pick — or, when the session may not move (`mode =
+    /// "hard"`), a 503.
+    fn first_pick<'p>(&mut self, pool: &'p Pool, now: u64) -> Result<Attempt<'p>, Unplaced> {
+        if let Some(session) = &mut self.session {
+            if let Some(bound) = session.bound {
+                if let Some(attempt) = pool.pick_bound(bound, now) {
+                    return Ok(attempt);
+                }
+                session.fail_over();
+                if self.pinned(pool) {
+                    return Err(Unplaced::SessionUnavailable);
+                }
+            }
+        }
+        pool.pick(self.key, Some(self.client), &[], now).ok_or(Unplaced::NoBackend)
+    }
+
+    /// Whether the request belongs to a session that may not move.
+    fn pinned(&self, pool: &Pool) -> bool {
+        self.session.as_ref().is_some_and(|s| s.bound.is_some())
+            && pool.affinity.as_ref().is_some_and(|a| a.is_hard())
+    }
+
+    /// Binds the session to `backend`, which answered it, and adds the
+    /// session cookie to `response` when it changed.
+    async fn bind(&mut self, pool: &Pool, backend: &Backend, response: &mut Response<ProxyBody>) {
+        let (Some(affinity), Some(session)) = (&pool.affinity, &mut self.session) else { return };
+        if let Some(cookie) = affinity.bind(session, backend, self.secure).await {
+            response.headers_mut().append(http::header::SET_COOKIE, cookie);
+        }
+    }
+
+    fn placement(&self) -> Option<Placement> {
+        self.session.as_ref().map(|s| s.placement)
+    }
 }
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -70,6 +141,11 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
     // The client's request line and headers as received, for the log.
     let original = logging.as_ref().map(|_| clone_parts(&parts));
     let log = |mut response: Response<ProxyBody>, pool: Option<&Pool>, attempted: Attempted| {
+        if let (Some(affinity), Some(placement)) =
+            (pool.and_then(|p| p.affinity.as_ref()), attempted.placement)
+        {
+            affinity.count(placement);
+        }
         if let (Some((log, request_id)), Some(head)) = (&logging, &original) {
             let mut entry = entry(head, started, client, request_id.clone(), &attempted, response.status());
             if let Some(pool) = pool {
@@ -84,6 +160,11 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         return log(respond::plain(status, reason), None, Attempted::default());
     }
     let key = pool.config.algorithm.uses_key().then(|| hash_key::request_key(&parts, client, &pool.config));
+    let session = match &pool.affinity {
+        Some(affinity) => affinity.lookup(&parts, client).await,
+        None => None,
+    };
+    let mut origin = Origin { key, client, session, secure: connection.client.proto == "https" };
     let upgrade = headers::is_upgrade(&parts);
     headers::prepare_request(&mut parts, &connection.client, upgrade);
     // hyper's client sends no body for a GET or HEAD of unknown length
@@ -95,12 +176,15 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         parts.headers.insert(http::header::TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
     }
     if upgrade {
-        let Some(attempt) = pool.pick(key, Some(client), &[], started) else {
-            return log(respond::no_backend(), Some(&pool), Attempted::default());
+        let attempt = match origin.first_pick(&pool, started) {
+            Ok(attempt) => attempt,
+            Err(unplaced) => {
+                let attempted = Attempted { placement: origin.placement(), ..Attempted::default() };
+                return log(unplaced.response(), Some(&pool), attempted);
+            }
         };
         let backend = Arc::clone(attempt.backend());
         let target = Target::new(&backend, &pool);
-        let attempted = Attempted { backend: Some(backend.address), ..Attempted::default() };
         // The parts themselves, not a copy: hyper keeps the client side of
         // the protocol switch in the request's extensions.
         let request = Request::from_parts(parts, RequestBody::Streaming(body));
@@ -108,9 +192,10 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
             upgrade::forward(request, &target, pool.timeouts.response_header, backend.load.start()).await;
         let now = clock::now_nanos();
         let response = match forwarded {
-            Ok(response) => {
+            Ok(mut response) => {
                 let status = response.status();
                 attempt.finish(outcome_of_status(status), status.as_u16(), now);
+                origin.bind(&pool, &backend, &mut response).await;
                 response
             }
             Err(error) if error.is_client_fault() => respond::plain(error.status(), error.client_message()),
@@ -119,18 +204,24 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
                 failed(&pool, &backend, &error, took)
             }
         };
+        let attempted = Attempted {
+            backend: Some(backend.address),
+            placement: origin.placement(),
+            ..Attempted::default()
+        };
         return log(response, Some(&pool), attempted);
     }
     let deadline = pool.timeouts.request.map(|limit| tokio::time::Instant::now() + limit);
-    let forwarding = forward(&pool, parts, body, key, client, deadline);
+    let forwarding = forward(&pool, parts, body, &mut origin, deadline);
     // Attempts charge a timeout to their backend themselves; this bound
     // covers what happens between them (reading a replayable body, backoff).
-    let (response, attempted) = match deadline {
+    let (response, mut attempted) = match deadline {
         None => forwarding.await,
         Some(deadline) => tokio::time::timeout_at(deadline, forwarding)
             .await
             .unwrap_or_else(|_| (request_timeout(), Attempted::default())),
     };
+    attempted.placement = origin.placement();
     log(response, Some(&pool), attempted)
 }
 
@@ -152,10 +243,18 @@ fn request_id(parts: &mut Parts) -> String {
     id
 }
 
-/// Why the request went where it did, for the access log.
+/// Why the request went where it did, for the access log: the session's
+/// placement first when the pool has affinity (`affinity:hit` needed no
+/// algorithm), then the algorithm and what it hashed.
 fn reason(pool: &Pool, attempted: &Attempted) -> String {
     use fulcrum_config::HashKey;
-    let mut reason = pool.config.algorithm.name().to_string();
+    if attempted.placement == Some(Placement::Hit) && attempted.backend.is_some() {
+        return "affinity:hit".into();
+    }
+    let mut reason = match attempted.placement {
+        Some(placement) => format!("affinity:{}, {}", placement.name(), pool.config.algorithm.name()),
+        None => pool.config.algorithm.name().to_string(),
+    };
     if pool.config.algorithm.uses_key() {
         reason += match &pool.config.hash_key {
             HashKey::ClientIp => " on client_ip".to_string(),
@@ -207,8 +306,7 @@ async fn forward(
     pool: &Arc<Pool>,
     parts: Parts,
     body: Incoming,
-    key: Option<u64>,
-    client: std::net::IpAddr,
+    origin: &mut Origin,
     deadline: Option<tokio::time::Instant>,
 ) -> (Response<ProxyBody>, Attempted) {
     let policy = pool.config.retries.as_ref().filter(|r| r.attempts > 0 && may_retry(&parts.method, r));
@@ -230,9 +328,17 @@ async fn forward(
     loop {
         let retry_possible = replay && policy.is_some_and(|p| retries < p.attempts);
         let started = clock::now_nanos();
-        let Some(attempt) = pool.pick(key, Some(client), &tried, started) else {
-            attempted.backend = None;
-            return (respond::no_backend(), attempted);
+        let picked = if retries == 0 {
+            origin.first_pick(pool, started)
+        } else {
+            pool.pick(origin.key, Some(origin.client), &tried, started).ok_or(Unplaced::NoBackend)
+        };
+        let attempt = match picked {
+            Ok(attempt) => attempt,
+            Err(unplaced) => {
+                attempted.backend = None;
+                return (unplaced.response(), attempted);
+            }
         };
         let backend = Arc::clone(attempt.backend());
         attempted.backend = Some(backend.address);
@@ -279,11 +385,29 @@ async fn forward(
         // amplify load: it is not charged to the retry budget, which exists
         // to stop retry storms on struggling backends (timeouts, resets, 5xx).
         let refused = matches!(sent, Err(UpstreamError::Connect(_)));
-        let can_retry = retry_possible && retryable && (refused || pool.try_retry());
+        let pinned = origin.pinned(pool);
+        let can_retry = retry_possible && retryable && !pinned && (refused || pool.try_retry());
         if !can_retry {
             let response = match sent {
-                Ok(sent) => finish(sent),
-                Err(error) => failed(pool, &backend, &error, took),
+                Ok(sent) => {
+                    let mut response = finish(sent);
+                    origin.bind(pool, &backend, &mut response).await;
+                    response
+                }
+                Err(error) => {
+                    let response = failed(pool, &backend, &error, took);
+                    // A session that may not move has lost its backend (it
+                    // refused the connection or dropped it mid-request).
+                    let unreachable = matches!(
+                        error,
+                        UpstreamError::Connect(_) | UpstreamError::ConnectTimeout | UpstreamError::Send(_)
+                    );
+                    if pinned && unreachable {
+                        respond::session_unavailable()
+                    } else {
+                        response
+                    }
+                }
             };
             return (response, attempted);
         }

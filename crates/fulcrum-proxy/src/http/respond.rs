@@ -19,3 +19,10 @@ pub fn no_backend() -> Response<ProxyBody> {
     response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
+
+/// 503 when a session that may not move (`mode = "hard"`) cannot reach its backend.
+pub fn session_unavailable() -> Response<ProxyBody> {
+    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "the backend of this session is unavailable\n");
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}

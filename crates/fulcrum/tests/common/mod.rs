@@ -205,3 +205,74 @@ pub fn memory_kib(pid: u32, field: &str) -> i64 {
         status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in {status}"));
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// A `fulcrum backend` process, killed when dropped (also when a test fails).
+pub struct BackendProcess(Child);
+
+impl BackendProcess {
+    /// Starts one on `address` and waits until it accepts.
+    pub fn start(address: SocketAddr, name: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(["backend", "--listen", &address.to_string(), "--name", name])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(address);
+        Self(child)
+    }
+
+    /// SIGKILLs it and waits until it is gone.
+    pub fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for BackendProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `redis-server` (Debian's package) on a free port of 127.0.0.1, with no
+/// persistence; killed on drop.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts one on `port` and waits until it accepts.
+    pub fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        wait_for_port(local(port));
+        Self { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILLs it and waits until it is gone.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
