@@ -95,11 +95,17 @@ impl CookieSealer {
         if value.len() != COOKIE_LEN {
             return None;
         }
-        let sealed = URL_SAFE_NO_PAD.decode(value).ok()?;
-        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        // On the stack: this runs for every request of a cookie session.
+        let mut sealed = [0u8; SEALED_LEN + 2];
+        let decoded = URL_SAFE_NO_PAD.decode_slice(value, &mut sealed).ok()?;
+        if decoded != SEALED_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed[..SEALED_LEN].split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
         let session = self.keys.iter().find_map(|key| {
-            let mut buffer = ciphertext.to_vec();
+            let mut buffer = [0u8; PLAINTEXT_LEN + 16];
+            buffer.copy_from_slice(ciphertext);
             let plain =
                 key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(pool), &mut buffer).ok()?;
             let word = |i: usize| u64::from_be_bytes(plain[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
