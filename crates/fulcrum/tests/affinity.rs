@@ -314,6 +314,7 @@ async fn a_killed_sticky_backend_moves_each_of_its_sessions_once_without_a_faile
             other => panic!("s{session} moved more than once: {other:?}"),
         }
     }
+    eprintln!("soft failover: {} GETs, 0 failed, {moved} of 30 sessions moved once", seen.len());
     assert!(moved >= 5, "round robin gave the killed backend about a third of 30 sessions; {moved} moved");
     let metrics = get_with(&format!("http://{admin}/metrics"), &[]).await.body;
     assert_eq!(
@@ -347,6 +348,11 @@ async fn hard_affinity_answers_503_for_the_sessions_of_a_killed_backend() {
         }
     }
     let refused = seen.iter().filter(|(_, status, _)| *status == 503).count();
+    eprintln!(
+        "hard: {} GETs, {refused} answered 503 for the {} sessions of the killed backend",
+        seen.len(),
+        on_dead.len()
+    );
     assert!(refused > 0, "the dead backend's sessions got 503s");
 }
 
@@ -356,7 +362,8 @@ async fn a_draining_backend_keeps_its_sessions_and_takes_no_new_ones_until_rebal
     let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
     let (listen, admin) = (local(free_port()), local(free_port()));
     let affinity = "affinity = { kind = \"header\", drain_keeps_sessions = true }\n";
-    let _lb = Fulcrum::start(&sticky_config(listen, admin, &addresses, affinity), admin);
+    let config = sticky_config(listen, admin, &addresses, affinity) + "[log]\naccess = \"access.log\"\n";
+    let lb = Fulcrum::start(&config, admin);
     let url = format!("http://{listen}/");
     let mut placed = HashMap::new();
     for session in 0..30 {
@@ -415,6 +422,42 @@ async fn a_draining_backend_keeps_its_sessions_and_takes_no_new_ones_until_rebal
     assert!(flushed["forgotten"].as_u64().unwrap() >= 48);
     let empty = admin_json("GET", &format!("http://{admin}/api/v1/pools/app/sessions"), "").await;
     assert_eq!(empty["sessions"], 0);
+
+    // The access log says how each request was placed.
+    let log = std::fs::read_to_string(lb.dir.path().join("access.log")).unwrap();
+    let reasons: Vec<String> = log
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["reason"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "affinity:hit").count(),
+        30,
+        "the 30 old sessions' second requests"
+    );
+    assert_eq!(reasons.iter().filter(|r| *r == "affinity:new, round_robin").count(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_listener_keeps_a_client_on_one_backend() {
+    let backends = [named_backend("a").await, named_backend("b").await, named_backend("c").await];
+    let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.address)).collect();
+    let listen = local(free_port());
+    let config = format!(
+        "[[listeners]]\nname = \"l4\"\nlisten = \"{listen}\"\nprotocol = \"tcp\"\npool = \"app\"\n\n\
+         [pools.app]\nbackends = [{}]\naffinity = {{ kind = \"client_ip\" }}\n",
+        list.join(", ")
+    );
+    let _lb = Fulcrum::start(&config, listen);
+    let mut served = HashSet::new();
+    for _ in 0..9 {
+        // A new connection each time (the client's pool would reuse one).
+        let answer = get_with(&format!("http://{listen}/"), &[("connection", "close")]).await;
+        assert_eq!(answer.status, 200);
+        served.insert(answer.body);
+    }
+    assert_eq!(served.len(), 1, "round robin alone would have used all three: {served:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -456,6 +499,11 @@ async fn a_redis_outage_fails_no_request_and_bindings_are_written_again_after_it
     }
     let metrics = get_with(&format!("http://{admin}/metrics"), &[]).await.body;
     assert!(metric(&metrics, "lb_shared_store_errors_total") > 0.0, "{metrics}");
+    eprintln!(
+        "redis outage: {} GETs, 0 failed; store errors counted: {}",
+        seen.len(),
+        metric(&metrics, "lb_shared_store_errors_total")
+    );
     let log = lb.log();
     assert_eq!(
         log.matches("shared store (redis) is unavailable").count(),
