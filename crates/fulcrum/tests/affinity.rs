@@ -273,33 +273,39 @@ async fn wait_for_sessions(admin: SocketAddr, count: u64) {
     }
 }
 
-fn failover_config(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr], mode: &str) -> String {
-    sticky_config(
+/// Three backend processes (b0, b1, b2) behind a Fulcrum with health
+/// checks, retries and header affinity in `mode`, under 30 looping
+/// sessions; returns once every session is placed, having killed b1, with
+/// 1.5 s of load after the kill recorded.
+async fn kill_a_sticky_backend_under_load(
+    mode: &str,
+) -> (Fulcrum, SocketAddr, usize, Vec<(String, u16, String)>) {
+    let addresses = [local(free_port()), local(free_port()), local(free_port())];
+    let mut backends: Vec<BackendProcess> =
+        addresses.iter().enumerate().map(|(i, a)| BackendProcess::start(*a, &format!("b{i}"))).collect();
+    let (listen, admin) = (local(free_port()), local(free_port()));
+    let config = sticky_config(
         listen,
         admin,
-        backends,
+        &addresses,
         &format!(
             "health_check = {{ path = \"/health\", interval = \"200ms\", timeout = \"200ms\", rise = 2, fall = 2 }}\n\
              retries = {{ attempts = 2, backoff = \"5ms\" }}\n\
              affinity = {{ kind = \"header\", mode = \"{mode}\" }}\n"
         ),
-    )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_sticky_backend_moves_each_of_its_sessions_once_without_a_failed_get() {
-    let addresses = [local(free_port()), local(free_port()), local(free_port())];
-    let mut backends: Vec<BackendProcess> =
-        addresses.iter().enumerate().map(|(i, a)| BackendProcess::start(*a, &format!("b{i}"))).collect();
-    let (listen, admin) = (local(free_port()), local(free_port()));
-    let _lb = Fulcrum::start(&failover_config(listen, admin, &addresses, "soft"), admin);
+    );
+    let lb = Fulcrum::start(&config, admin);
     let load = SessionLoad::start(listen, 30);
     wait_for_sessions(admin, 30).await;
     backends[1].kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let failed_during = load.failed.load(Ordering::SeqCst);
-    let seen = load.finish().await;
+    let failed = load.failed.load(Ordering::SeqCst);
+    (lb, admin, failed, load.finish().await)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_sticky_backend_moves_each_of_its_sessions_once_without_a_failed_get() {
+    let (_lb, admin, failed_during, seen) = kill_a_sticky_backend_under_load("soft").await;
     assert_eq!(failed_during, 0, "{failed_during} GETs failed");
     let mut moved = 0;
     for session in 0..30 {
@@ -326,16 +332,7 @@ async fn a_killed_sticky_backend_moves_each_of_its_sessions_once_without_a_faile
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hard_affinity_answers_503_for_the_sessions_of_a_killed_backend() {
-    let addresses = [local(free_port()), local(free_port()), local(free_port())];
-    let mut backends: Vec<BackendProcess> =
-        addresses.iter().enumerate().map(|(i, a)| BackendProcess::start(*a, &format!("b{i}"))).collect();
-    let (listen, admin) = (local(free_port()), local(free_port()));
-    let _lb = Fulcrum::start(&failover_config(listen, admin, &addresses, "hard"), admin);
-    let load = SessionLoad::start(listen, 30);
-    wait_for_sessions(admin, 30).await;
-    backends[1].kill();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let seen = load.finish().await;
+    let (_lb, _admin, _failed, seen) = kill_a_sticky_backend_under_load("hard").await;
 
     let on_dead: HashSet<&String> =
         seen.iter().filter(|(_, status, b)| *status == 200 && b == "b1").map(|(id, _, _)| id).collect();
