@@ -21,6 +21,40 @@ pub struct FileConfig {
     #[serde(default)]
     pub log: LogFile,
     pub redis: Option<RedisFile>,
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, RateLimitFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    pub key: Option<String>,
+    pub rate: u32,
+    pub per: Option<String>,
+    pub burst: Option<u32>,
+    pub store: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionFile {
+    pub max_concurrent: MaxConcurrentFile,
+    pub queue: Option<usize>,
+    pub classes: Option<BTreeMap<String, ClassFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MaxConcurrentFile {
+    Count(u64),
+    Word(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassFile {
+    pub priority: u8,
+    pub deadline: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +132,7 @@ pub struct ListenerFile {
     pub listen: String,
     pub protocol: Option<String>,
     pub pool: String,
+    pub rate_limit: Option<String>,
     pub tls: Option<TlsFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
@@ -125,6 +160,8 @@ pub struct RouteFile {
     pub headers: Option<BTreeMap<String, String>>,
     pub pool: Option<String>,
     pub split: Option<Vec<SplitFile>>,
+    pub rate_limit: Option<String>,
+    pub class: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +193,7 @@ pub struct PoolFile {
     pub circuit_breaker: Option<CircuitBreakerFile>,
     pub retries: Option<RetriesFile>,
     pub affinity: Option<AffinityFile>,
+    pub admission: Option<AdmissionFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 //! references between sections) → [`model`] (the typed config the rest of
 //! Fulcrum is built from). [`diff`] says what a reload changes.
 
+mod admission;
 mod affinity;
 mod diff;
 mod duration;
@@ -19,6 +20,9 @@ mod span;
 mod validate;
 mod validate_listener;
 
+pub use admission::{
+    Admission, ConcurrencyLimit, LimitKey, LimitStore, RateLimit, TrafficClass, DEFAULT_CLASS,
+};
 pub use affinity::{
     Affinity, AffinityKind, AffinityMode, Redis, SessionStore, DEFAULT_AFFINITY_TTL, DEFAULT_REDIS_TIMEOUT,
 };

@@ -41,6 +41,8 @@ pub struct Config {
     pub log: Log,
     /// `[redis]`: the store shared by every instance; none by default.
     pub redis: Option<crate::Redis>,
+    /// `[rate_limits.NAME]`, by name.
+    pub rate_limits: BTreeMap<String, crate::RateLimit>,
 }
 
 /// The access log.
@@ -177,6 +179,8 @@ pub struct Listener {
     pub protocol: Protocol,
     /// Pool for requests no route matches (every connection, for `tcp`).
     pub pool: String,
+    /// Rate limit every request of the listener is counted against.
+    pub rate_limit: Option<String>,
     /// Certificates, for `https`.
     pub tls: Option<Tls>,
     /// L7 routing rules; the first match wins.
@@ -223,6 +227,10 @@ pub struct Route {
     pub headers: Vec<(String, String)>,
     /// Where matching requests go.
     pub target: RouteTarget,
+    /// Rate limit matching requests are counted against (besides the listener's).
+    pub rate_limit: Option<String>,
+    /// Traffic class of matching requests (default `default`).
+    pub class: String,
 }
 
 /// A host condition.
@@ -277,6 +285,8 @@ pub struct Pool {
     pub retries: Option<crate::Retries>,
     /// Session affinity (`affinity`); none by default.
     pub affinity: Option<crate::Affinity>,
+    /// Admission control (`admission`); none by default.
+    pub admission: Option<crate::Admission>,
 }
 
 /// The request property hashing algorithms place by. A request without

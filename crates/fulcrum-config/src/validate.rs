@@ -11,7 +11,7 @@ use crate::file::{BackendFile, FileConfig, PoolFile};
 use crate::model::*;
 use crate::parse_duration;
 use crate::span::{self, KeyPath};
-use crate::SessionStore;
+use crate::{RateLimit, SessionStore};
 
 /// Validates `raw` (parsed from `text`); relative paths resolve against `base_dir`.
 pub fn validate(raw: FileConfig, text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
@@ -37,6 +37,12 @@ pub fn validate(raw: FileConfig, text: &str, base_dir: &Path) -> Result<Config, 
     }
     let log = v.log(&raw.log, &root.key("log"));
     let redis = raw.redis.as_ref().and_then(|r| v.redis(r, &root.key("redis")));
+    let rate_limits: BTreeMap<String, RateLimit> = raw
+        .rate_limits
+        .iter()
+        .map(|(name, limit)| (name.clone(), v.rate_limit(limit, &root.key("rate_limits").key(name))))
+        .collect();
+    v.admission_references(&raw, &rate_limits, &pools);
     for (name, pool) in &pools {
         let shared = pool.affinity.as_ref().is_some_and(|a| a.store == SessionStore::Redis);
         if shared && raw.redis.is_none() {
@@ -62,7 +68,7 @@ pub fn validate(raw: FileConfig, text: &str, base_dir: &Path) -> Result<Config, 
         }
     }
     if v.errors.is_empty() {
-        Ok(Config { server, admin, listeners, pools, geo, log, redis })
+        Ok(Config { server, admin, listeners, pools, geo, log, redis, rate_limits })
     } else {
         v.errors.sort_by_key(|e| e.location);
         Err(v.errors)
@@ -299,6 +305,7 @@ impl Validator<'_> {
                 .map(|c| self.circuit_breaker(c, &path.key("circuit_breaker"))),
             retries: raw.retries.as_ref().map(|r| self.retries(r, &path.key("retries"))),
             affinity: raw.affinity.as_ref().map(|a| self.affinity(a, &path.key("affinity"))),
+            admission: raw.admission.as_ref().map(|a| self.admission(a, &path.key("admission"))),
         })
     }
 

@@ -88,6 +88,7 @@ impl Validator<'_> {
             listen: listen?,
             protocol,
             pool: raw.pool.clone(),
+            rate_limit: raw.rate_limit.clone(),
             tls,
             routes,
         })
@@ -168,6 +169,14 @@ impl Validator<'_> {
                 return None;
             }
         };
-        Some(Route { host, path_prefix: raw.path_prefix.clone(), methods, headers, target })
+        Some(Route {
+            host,
+            path_prefix: raw.path_prefix.clone(),
+            methods,
+            headers,
+            target,
+            rate_limit: raw.rate_limit.clone(),
+            class: raw.class.clone().unwrap_or_else(|| crate::DEFAULT_CLASS.to_string()),
+        })
     }
 }

@@ -97,6 +97,7 @@ mod tests {
             circuit_breaker: None,
             retries: None,
             affinity: None,
+            admission: None,
         }
     }
 

@@ -397,5 +397,6 @@ fn empty_config() -> Config {
         geo: None,
         log: Default::default(),
         redis: None,
+        rate_limits: BTreeMap::new(),
     }
 }
