@@ -54,7 +54,8 @@ pub fn request_key(request: &Parts, client: IpAddr, pool: &PoolConfig) -> u64 {
     value.map_or_else(|| client_key(client, pool), hash64)
 }
 
-fn cookie<'a>(request: &'a Parts, name: &str) -> Option<&'a str> {
+/// The value of cookie `name` of `request`.
+pub fn cookie<'a>(request: &'a Parts, name: &str) -> Option<&'a str> {
     request
         .headers
         .get_all(http::header::COOKIE)

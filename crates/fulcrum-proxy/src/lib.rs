@@ -10,6 +10,7 @@
 //! `upstream` and `request_body`; `upstream` uses only `request_body`.
 
 mod access_log;
+mod admission;
 mod affinity;
 mod attempt;
 mod backend;

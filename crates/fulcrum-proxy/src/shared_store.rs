@@ -145,6 +145,17 @@ impl SharedStore {
         self.settle(reply)
     }
 
+    /// Runs a Lua script (loaded on first use, then called by its hash).
+    pub async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, Unavailable> {
+        self.available()?;
+        let mut connection = self.connection.clone();
+        let reply = tokio::time::timeout(self.config.timeout, invocation.invoke_async(&mut connection)).await;
+        self.settle(reply)
+    }
+
     async fn run_pipeline(&self, pipe: &redis::Pipeline) -> Result<(), Unavailable> {
         self.available()?;
         let mut connection = self.connection.clone();
