@@ -177,6 +177,12 @@ impl Validator<'_> {
         for (i, listener) in raw.listeners.iter().enumerate() {
             let path = root.key("listeners").index(i);
             limit_ref(self, path.key("rate_limit"), &listener.rate_limit);
+            if listener.rate_limit.is_some() && listener.protocol.as_deref() == Some("tcp") {
+                self.error(
+                    &path.key("rate_limit"),
+                    "rate limits count HTTP requests; a tcp listener takes none",
+                );
+            }
             for (j, route) in listener.routes.iter().enumerate() {
                 let path = path.key("routes").index(j);
                 limit_ref(self, path.key("rate_limit"), &route.rate_limit);

@@ -25,6 +25,8 @@ pub struct PoolsCollector {
     pub pools: Vec<Arc<Pool>>,
     /// Failed commands of the `[redis]` store, when there is one.
     pub store_errors: Option<u64>,
+    /// Every rate limit.
+    pub limiters: Vec<Arc<crate::admission::rate_limit::RateLimiter>>,
 }
 
 fn describe<'a>(
@@ -113,11 +115,71 @@ impl Collector for PoolsCollector {
             ConstCounter::new(pool.metrics.retries.load(Ordering::Relaxed))
                 .encode(family.encode_family(&labels)?)?;
         }
-        self.encode_affinity(&mut encoder)
+        self.encode_affinity(&mut encoder)?;
+        self.encode_admission(&mut encoder)
     }
 }
 
 impl PoolsCollector {
+    /// Rate-limit refusals, and the queues and limits of pools with admission control.
+    fn encode_admission(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        if !self.limiters.is_empty() {
+            let mut family = describe(
+                encoder,
+                "lb_rate_limited",
+                "Requests refused with 429, by rate limit.",
+                MetricType::Counter,
+            )?;
+            for limiter in &self.limiters {
+                let labels = [("limit".to_string(), limiter.name.to_string())];
+                ConstCounter::new(limiter.refused()).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let admitting: Vec<(&Arc<Pool>, &crate::admission::PoolAdmission)> =
+            self.pools.iter().filter_map(|p| Some((p, p.admission.as_deref()?))).collect();
+        if admitting.is_empty() {
+            return Ok(());
+        }
+        let mut family = describe(
+            encoder,
+            "lb_shed",
+            "Requests shed with 503 by admission control, by class and reason (deadline, queue_full).",
+            MetricType::Counter,
+        )?;
+        for (pool, admission) in &admitting {
+            for class in &admission.classes {
+                for why in [crate::admission::Shed::Deadline, crate::admission::Shed::QueueFull] {
+                    let labels = [
+                        ("pool".to_string(), pool.name.to_string()),
+                        ("class".into(), class.name.clone()),
+                        ("reason".into(), why.name().into()),
+                    ];
+                    ConstCounter::new(class.shed(why)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family =
+            describe(encoder, "lb_queue_depth", "Requests waiting for a slot, by class.", MetricType::Gauge)?;
+        for (pool, admission) in &admitting {
+            for (class, depth) in admission.classes.iter().zip(admission.queue_depths()) {
+                let labels =
+                    [("pool".to_string(), pool.name.to_string()), ("class".into(), class.name.clone())];
+                ConstGauge::new(depth as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = describe(
+            encoder,
+            "lb_concurrency_limit",
+            "Requests the pool admits at once (fixed, or the adaptive limit now).",
+            MetricType::Gauge,
+        )?;
+        for (pool, admission) in &admitting {
+            let labels = [("pool".to_string(), pool.name.to_string())];
+            ConstGauge::new(i64::from(admission.limit())).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
     /// Session placements and counts of pools with affinity, and the shared store's errors.
     fn encode_affinity(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let sticky: Vec<(&Arc<Pool>, &crate::affinity::Affinity)> =

@@ -40,5 +40,6 @@ mod upstream;
 
 pub use server::Proxy;
 pub use stats::{
-    BackendSessions, BackendStats, ListenerStats, PoolSessions, PoolStats, SessionsError, Stats,
+    AdmissionStats, BackendSessions, BackendStats, ListenerStats, PoolSessions, PoolStats, SessionsError,
+    Stats,
 };

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::admission::PoolAdmission;
 use crate::affinity::Affinity;
 use crate::attempt::Attempt;
 use crate::backend::Backend;
@@ -49,6 +50,8 @@ pub struct Pool {
     pub affinity: Option<Affinity>,
     /// Backend index by address key, for sessions.
     by_address: HashMap<u64, usize>,
+    /// Admission control, when configured.
+    pub admission: Option<Arc<PoolAdmission>>,
 }
 
 /// What pools of one config share: the `[geo]` data, the `[redis]` store
@@ -118,6 +121,7 @@ impl Pool {
             config: config.clone(),
             affinity,
             by_address,
+            admission: config.admission.as_ref().map(|a| Arc::new(PoolAdmission::new(a, now))),
         };
         pool.reweigh(now);
         pool

@@ -8,6 +8,7 @@ use fulcrum_config::{HostMatch, Route, RouteTarget};
 use http::request::Parts;
 use http::HeaderName;
 
+use crate::admission::rate_limit::RateLimiter;
 use crate::pool::Pool;
 
 /// One compiled rule.
@@ -18,6 +19,10 @@ pub struct CompiledRoute {
     methods: Vec<http::Method>,
     headers: Vec<(HeaderName, String)>,
     target: Target,
+    /// The rate limit of matching requests, besides the listener's.
+    pub rate_limit: Option<Arc<RateLimiter>>,
+    /// The traffic class of matching requests.
+    pub class: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -29,7 +34,11 @@ enum Target {
 impl CompiledRoute {
     /// Compiles `route`, resolving pool names through `pool_by_name`
     /// (validation guarantees they exist).
-    pub fn compile(route: &Route, pool_by_name: &dyn Fn(&str) -> Arc<Pool>) -> Self {
+    pub fn compile(
+        route: &Route,
+        pool_by_name: &dyn Fn(&str) -> Arc<Pool>,
+        limit_by_name: &dyn Fn(&str) -> Arc<RateLimiter>,
+    ) -> Self {
         let target = match &route.target {
             RouteTarget::Pool(name) => Target::Pool(pool_by_name(name)),
             RouteTarget::Split(parts) => Target::Split {
@@ -43,6 +52,8 @@ impl CompiledRoute {
             methods: route.methods.iter().filter_map(|m| m.parse().ok()).collect(),
             headers: route.headers.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.clone()))).collect(),
             target,
+            rate_limit: route.rate_limit.as_deref().map(limit_by_name),
+            class: route.class.as_str().into(),
         }
     }
 

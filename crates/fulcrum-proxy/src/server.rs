@@ -13,6 +13,7 @@ use fulcrum_config::{diff, Change, Config, Protocol};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::rate_limit::RateLimiter;
 use crate::health_check::Probers;
 use crate::listener::{self, Acceptor};
 use crate::pool::{Pool, Shared};
@@ -20,7 +21,8 @@ use crate::route::CompiledRoute;
 use crate::shared_store::SharedStore;
 use crate::state::ListenerState;
 use crate::stats::{
-    BackendSessions, BackendStats, ListenerStats, PoolSessions, PoolStats, SessionsError, Stats,
+    AdmissionStats, BackendSessions, BackendStats, ListenerStats, PoolSessions, PoolStats, SessionsError,
+    Stats,
 };
 
 /// A running load balancer.
@@ -43,6 +45,8 @@ struct Running {
     probers: BTreeMap<String, Probers>,
     /// The `[redis]` store, kept while its settings do not change.
     store: Option<Arc<SharedStore>>,
+    /// Rate limits by name, each kept (with its counts) while unchanged.
+    limiters: BTreeMap<String, Arc<RateLimiter>>,
     listeners: HashMap<SocketAddr, RunningListener>,
 }
 
@@ -63,6 +67,7 @@ impl Proxy {
                 pools: BTreeMap::new(),
                 probers: BTreeMap::new(),
                 store: None,
+                limiters: BTreeMap::new(),
                 listeners: HashMap::new(),
             }),
             tracker: TaskTracker::new(),
@@ -95,6 +100,17 @@ impl Proxy {
             store: store.clone(),
             graceful_timeout: config.server.graceful_timeout,
         };
+        let same_store = running.config.redis == config.redis;
+        let limiters: BTreeMap<String, Arc<RateLimiter>> = config
+            .rate_limits
+            .iter()
+            .map(|(name, limit)| {
+                let kept = running.limiters.get(name).filter(|l| l.config == *limit && same_store);
+                let limiter =
+                    kept.cloned().unwrap_or_else(|| Arc::new(RateLimiter::new(name, limit, store.as_ref())));
+                (name.clone(), limiter)
+            })
+            .collect();
         // What pools with affinity share besides their own config.
         let same_sharing = running.config.redis == config.redis
             && running.config.server.graceful_timeout == config.server.graceful_timeout;
@@ -137,7 +153,11 @@ impl Proxy {
             let routes = listener
                 .routes
                 .iter()
-                .map(|r| CompiledRoute::compile(r, &|name| Arc::clone(&pools[name])))
+                .map(|r| {
+                    CompiledRoute::compile(r, &|name| Arc::clone(&pools[name]), &|name| {
+                        Arc::clone(&limiters[name])
+                    })
+                })
                 .collect();
             let state = ListenerState {
                 name: listener.name.clone(),
@@ -146,6 +166,7 @@ impl Proxy {
                 default_pool: Arc::clone(&pools[&listener.pool]),
                 tls,
                 access_log: access_log.clone(),
+                rate_limit: listener.rate_limit.as_ref().map(|name| Arc::clone(&limiters[name])),
             };
             if !running.listeners.contains_key(&listener.listen) {
                 let socket = listener::bind(listener.listen).with_context(|| {
@@ -194,6 +215,7 @@ impl Proxy {
         drop(old_probers);
         running.pools = pools;
         running.store = store;
+        running.limiters = limiters;
         running.config = config;
         Ok(changes)
     }
@@ -236,12 +258,20 @@ impl Proxy {
     /// `promtool` and older scrapers parse: counters' HELP/TYPE name the
     /// `_total` series, no `# EOF`).
     pub fn encode_metrics(&self, openmetrics: bool) -> String {
-        let (pools, store_errors) = {
+        let (pools, store_errors, limiters) = {
             let running = self.lock();
-            (running.pools.values().cloned().collect(), running.store.as_ref().map(|s| s.errors()))
+            (
+                running.pools.values().cloned().collect(),
+                running.store.as_ref().map(|s| s.errors()),
+                running.limiters.values().cloned().collect(),
+            )
         };
         let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(crate::exporter::PoolsCollector { pools, store_errors }));
+        registry.register_collector(Box::new(crate::exporter::PoolsCollector {
+            pools,
+            store_errors,
+            limiters,
+        }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)
             .expect("writing to a String cannot fail");
@@ -308,6 +338,20 @@ impl Proxy {
                             circuit_opens_10m: b.guards.breaker_opens_since(now, 600_000_000_000),
                         })
                         .collect(),
+                    admission: pool.admission.as_ref().map(|a| {
+                        let names = || a.classes.iter().map(|c| c.name.clone());
+                        AdmissionStats {
+                            limit: a.limit(),
+                            in_flight: a.in_flight(),
+                            queued: names().zip(a.queue_depths()).collect(),
+                            shed: names()
+                                .zip(a.classes.iter().map(|c| {
+                                    c.shed(crate::admission::Shed::Deadline)
+                                        + c.shed(crate::admission::Shed::QueueFull)
+                                }))
+                                .collect(),
+                        }
+                    }),
                 })
                 .collect(),
         }
@@ -375,9 +419,15 @@ async fn tick_pools(proxy: std::sync::Weak<Proxy>) {
     loop {
         interval.tick().await;
         let Some(proxy) = proxy.upgrade() else { break };
-        let pools: Vec<Arc<Pool>> = proxy.lock().pools.values().cloned().collect();
+        let (pools, limiters): (Vec<Arc<Pool>>, Vec<Arc<RateLimiter>>) = {
+            let running = proxy.lock();
+            (running.pools.values().cloned().collect(), running.limiters.values().cloned().collect())
+        };
         for pool in pools {
             pool.tick();
+        }
+        for limiter in limiters {
+            limiter.upkeep();
         }
     }
 }

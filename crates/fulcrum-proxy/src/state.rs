@@ -8,6 +8,7 @@ use std::sync::Arc;
 use fulcrum_config::Protocol;
 use http::request::Parts;
 
+use crate::admission::rate_limit::RateLimiter;
 use crate::pool::Pool;
 use crate::route::{request_host, CompiledRoute};
 
@@ -26,17 +27,36 @@ pub struct ListenerState {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Where requests are logged, when `[log] access` is on.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// The rate limit every request of the listener counts against.
+    pub rate_limit: Option<Arc<RateLimiter>>,
+}
+
+/// Where a request goes and what admits it.
+#[derive(Debug)]
+pub struct Routed {
+    /// The pool.
+    pub pool: Arc<Pool>,
+    /// The matching route's rate limit, if any.
+    pub rate_limit: Option<Arc<RateLimiter>>,
+    /// The matching route's traffic class (`None`: `default`).
+    pub class: Option<Arc<str>>,
 }
 
 impl ListenerState {
-    /// The pool a request goes to.
-    pub fn route(&self, request: &Parts) -> Arc<Pool> {
+    /// Where a request goes.
+    pub fn route(&self, request: &Parts) -> Routed {
+        let unrouted = || Routed { pool: Arc::clone(&self.default_pool), rate_limit: None, class: None };
         if self.routes.is_empty() {
-            return Arc::clone(&self.default_pool);
+            return unrouted();
         }
         let host = request_host(request);
-        let pool =
-            self.routes.iter().find(|r| r.matches(request, host)).map_or(&self.default_pool, |r| r.pool());
-        Arc::clone(pool)
+        match self.routes.iter().find(|r| r.matches(request, host)) {
+            Some(route) => Routed {
+                pool: Arc::clone(route.pool()),
+                rate_limit: route.rate_limit.clone(),
+                class: Some(Arc::clone(&route.class)),
+            },
+            None => unrouted(),
+        }
     }
 }

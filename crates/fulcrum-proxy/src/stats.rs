@@ -36,6 +36,22 @@ pub struct PoolStats {
     pub algorithm: &'static str,
     /// Its backends, in config order.
     pub backends: Vec<BackendStats>,
+    /// Its admission control, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionStats>,
+}
+
+/// A pool's admission control now.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdmissionStats {
+    /// Requests admitted at once (fixed, or the adaptive limit now).
+    pub limit: u32,
+    /// Requests holding a slot.
+    pub in_flight: u32,
+    /// Requests waiting, by class.
+    pub queued: std::collections::BTreeMap<String, usize>,
+    /// Requests shed so far, by class (deadline and queue full together).
+    pub shed: std::collections::BTreeMap<String, u64>,
 }
 
 /// One backend's counters.

@@ -37,11 +37,19 @@ pub enum Shed {
 }
 
 impl Shed {
-    /// The name in metrics (`reason`) and the access log (`shed:NAME`).
+    /// The name in metrics (`reason`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Deadline => "deadline",
             Self::QueueFull => "queue_full",
+        }
+    }
+
+    /// The access log's `reason`.
+    pub fn log_reason(self) -> &'static str {
+        match self {
+            Self::Deadline => "shed:deadline",
+            Self::QueueFull => "shed:queue_full",
         }
     }
 }
@@ -141,6 +149,11 @@ impl PoolAdmission {
     /// Requests that may be in flight now.
     pub fn limit(&self) -> u32 {
         self.current_limit.load(Ordering::Relaxed)
+    }
+
+    /// Requests holding a slot.
+    pub fn in_flight(&self) -> u32 {
+        lock(&self.slots).in_flight
     }
 
     /// Requests waiting, per class rank.

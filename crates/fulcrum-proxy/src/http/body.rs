@@ -40,6 +40,8 @@ struct UpstreamBody {
     finished: bool,
     connection: Option<(SendRequest<RequestBody>, Target)>,
     in_flight: Option<InFlight>,
+    /// The admission slot, when the pool has admission control.
+    ticket: Option<crate::admission::Ticket>,
     /// The access-log line to write when the body ends, and the bytes so far.
     log: Option<(Arc<AccessLog>, Box<Entry>)>,
     bytes: u64,
@@ -64,11 +66,22 @@ impl ProxyBody {
                 finished: false,
                 connection,
                 in_flight: Some(in_flight),
+                ticket: None,
                 log: None,
                 bytes: 0,
             })),
             None,
         )
+    }
+
+    /// Keeps the request's admission slot until the backend's body has
+    /// been sent (at once for a message of Fulcrum's own).
+    pub fn hold_ticket(&mut self, ticket: crate::admission::Ticket) {
+        if let Kind::Upstream(upstream) = &mut self.0 {
+            if !upstream.finished {
+                upstream.ticket = Some(ticket);
+            }
+        }
     }
 
     /// Keeps the request counted in flight until this body is dropped.
@@ -92,6 +105,7 @@ impl UpstreamBody {
     fn finish(&mut self) {
         self.finished = true;
         self.in_flight = None;
+        self.ticket = None;
         if let Some((sender, target)) = self.connection.take() {
             upstream::checkin(&target, sender);
         }

@@ -45,6 +45,8 @@ struct Attempted {
     upstream_nanos: Option<u64>,
     /// How the request's session was placed (pools with affinity).
     placement: Option<Placement>,
+    /// Why admission refused it: `rate_limited`, `shed:deadline`, `shed:queue_full`.
+    refusal: Option<&'static str>,
 }
 
 /// Why a request found no backend.
@@ -132,10 +134,11 @@ pub async fn handle(
 async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) -> Response<ProxyBody> {
     let started = clock::now_nanos();
     let (mut parts, body) = request.into_parts();
-    let (pool, access_log) = {
+    let (routed, access_log, listener_limit) = {
         let state = connection.state.load();
-        (state.route(&parts), state.access_log.clone())
+        (state.route(&parts), state.access_log.clone(), state.rate_limit.clone())
     };
+    let pool = routed.pool;
     let client = connection.client.addr;
     let logging = access_log.map(|log| (log, request_id(&mut parts)));
     // The client's request line and headers as received, for the log.
@@ -158,6 +161,12 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
     };
     if let Some((status, reason)) = validate::refuse(&parts) {
         return log(respond::plain(status, reason), None, Attempted::default());
+    }
+    for limit in [listener_limit.as_deref(), routed.rate_limit.as_deref()].into_iter().flatten() {
+        if let Err(refused) = limit.check(&parts, client).await {
+            let attempted = Attempted { refusal: Some("rate_limited"), ..Attempted::default() };
+            return log(respond::rate_limited(limit, refused), Some(&pool), attempted);
+        }
     }
     let key = pool.config.algorithm.uses_key().then(|| hash_key::request_key(&parts, client, &pool.config));
     let session = match &pool.affinity {
@@ -211,17 +220,34 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         };
         return log(response, Some(&pool), attempted);
     }
+    // Admission control holds a slot until the response body has been sent.
+    let ticket = match &pool.admission {
+        Some(admission) => {
+            let class = admission.class(routed.class.as_deref().unwrap_or(fulcrum_config::DEFAULT_CLASS));
+            match admission.admit(class).await {
+                Ok(ticket) => Some(ticket),
+                Err(shed) => {
+                    let attempted = Attempted { refusal: Some(shed.log_reason()), ..Attempted::default() };
+                    return log(respond::shed(shed), Some(&pool), attempted);
+                }
+            }
+        }
+        None => None,
+    };
     let deadline = pool.timeouts.request.map(|limit| tokio::time::Instant::now() + limit);
     let forwarding = forward(&pool, parts, body, &mut origin, deadline);
     // Attempts charge a timeout to their backend themselves; this bound
     // covers what happens between them (reading a replayable body, backoff).
-    let (response, mut attempted) = match deadline {
+    let (mut response, mut attempted) = match deadline {
         None => forwarding.await,
         Some(deadline) => tokio::time::timeout_at(deadline, forwarding)
             .await
             .unwrap_or_else(|_| (request_timeout(), Attempted::default())),
     };
     attempted.placement = origin.placement();
+    if let Some(ticket) = ticket {
+        response.body_mut().hold_ticket(ticket);
+    }
     log(response, Some(&pool), attempted)
 }
 
@@ -248,6 +274,9 @@ fn request_id(parts: &mut Parts) -> String {
 /// algorithm), then the algorithm and what it hashed.
 fn reason(pool: &Pool, attempted: &Attempted) -> String {
     use fulcrum_config::HashKey;
+    if let Some(refusal) = attempted.refusal {
+        return refusal.into();
+    }
     if attempted.placement == Some(Placement::Hit) && attempted.backend.is_some() {
         return "affinity:hit".into();
     }

@@ -20,6 +20,32 @@ pub fn no_backend() -> Response<ProxyBody> {
     response
 }
 
+/// 429 when a rate limit refuses the request, saying when to retry and
+/// which policy applies.
+pub fn rate_limited(
+    limit: &crate::admission::rate_limit::RateLimiter,
+    refused: crate::admission::rate_limit::Refused,
+) -> Response<ProxyBody> {
+    let mut response = plain(StatusCode::TOO_MANY_REQUESTS, "too many requests; see Retry-After\n");
+    for (name, value) in limit.headers(refused) {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
+/// 503 when admission control sheds the request.
+pub fn shed(why: crate::admission::Shed) -> Response<ProxyBody> {
+    let message = match why {
+        crate::admission::Shed::Deadline => {
+            "the pool is overloaded: the request waited its class's whole deadline\n"
+        }
+        crate::admission::Shed::QueueFull => "the pool is overloaded: its queue is full\n",
+    };
+    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// 503 when a session that may not move (`mode = "hard"`) cannot reach its backend.
 pub fn session_unavailable() -> Response<ProxyBody> {
     let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "the backend of this session is unavailable\n");
