@@ -123,7 +123,10 @@ mod tests {
     }
 
     fn pool(algorithm: &'static str, backends: Vec<BackendStats>) -> Stats {
-        Stats { listeners: Vec::new(), pools: vec![PoolStats { name: "app".into(), algorithm, backends, admission: None }] }
+        Stats {
+            listeners: Vec::new(),
+            pools: vec![PoolStats { name: "app".into(), algorithm, backends, admission: None }],
+        }
     }
 
     fn kinds(stats: &Stats) -> Vec<&'static str> {

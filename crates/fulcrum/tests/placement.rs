@@ -4,13 +4,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 async fn tally(
     client: &Client<HttpConnector, Body>,
@@ -24,12 +23,6 @@ async fn tally(
         *seen.entry(body).or_insert(0) += 1;
     }
     seen
-}
-
-fn client_from(local: IpAddr) -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_local_address(Some(local));
-    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

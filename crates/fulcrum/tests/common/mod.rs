@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -169,6 +169,13 @@ pub fn text(body: impl Into<Bytes>) -> Response<Body> {
 
 pub fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A client whose connections come from `local` (e.g. 127.0.0.2).
+pub fn client_from(local: IpAddr) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(local));
+    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 /// A plain HTTP/1.1 client with keep-alive.
