@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use fulcrum_sim::{simulate, Scenario};
+use fulcrum_sim::{simulate, RunSpec, Scenario};
 
 const SIMPLE: &str = r#"
 seed = 7
@@ -20,8 +20,9 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(100_000));
     group.sample_size(10);
     for algorithm in ["round_robin", "p2c", "maglev"] {
-        group
-            .bench_function(algorithm, |b| b.iter(|| black_box(simulate(&scenario, algorithm, &mut |_| {}))));
+        group.bench_function(algorithm, |b| {
+            b.iter(|| black_box(simulate(&scenario, &RunSpec::algorithm(algorithm), &mut |_| {})))
+        });
     }
     group.finish();
 }

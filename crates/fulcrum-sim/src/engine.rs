@@ -13,6 +13,11 @@
 //! asks it, the pick takes a breaker permit, and every completion records
 //! its outcome, failures counted as errors in `Load` as the data path does.
 //!
+//! Admission is the proxy's as well: with `[admission]`, requests beyond
+//! the pool's limit (fixed, or the core's [`GradientLimit`] fed each
+//! request's time from dispatch to completion) wait in a queue and are
+//! shed when it is full or when they have waited the deadline.
+//!
 //! Every algorithm sees the same arrivals, keys and service times: they
 //! come from their own seeded streams (common random numbers), so
 //! differences in the results come from the algorithms alone.
@@ -21,13 +26,15 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
-use fulcrum_balance::resilience::{Availability, BreakerState, Outcome, Permit};
+use fulcrum_balance::resilience::{
+    Availability, BreakerState, GradientConfig, GradientLimit, Outcome, Permit,
+};
 use fulcrum_balance::{
     build_selector, mix64, Algorithm, InFlight, Load, Member, PickContext, Selector, SplitMix64,
 };
 use hdrhistogram::Histogram;
 
-use crate::scenario::Scenario;
+use crate::scenario::{LimitSetting, RunSpec, Scenario};
 use crate::workload::{next_arrival, rate_at, service_time, Zipf};
 
 const SECOND: u64 = 1_000_000_000;
@@ -58,6 +65,8 @@ pub struct Run {
     pub ejections: Vec<u32>,
     /// Times each backend's circuit breaker opened.
     pub breaker_opens: Vec<u32>,
+    /// Requests shed by admission control.
+    pub shed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,8 +78,10 @@ enum Event {
 }
 
 struct Request {
-    /// Arrival, which is also dispatch: a request queues at its backend.
+    /// Arrival at the balancer.
     arrived: u64,
+    /// Dispatch to its backend, where it queues when the backend is busy.
+    dispatched: u64,
     service: f64,
     backend: usize,
     failed: bool,
@@ -86,6 +97,35 @@ struct Backend {
     member: bool,
     busy: usize,
     queue: VecDeque<usize>,
+}
+
+/// A request waiting for an admission slot.
+struct Pending {
+    arrived: u64,
+    key: Option<u64>,
+    service: f64,
+}
+
+enum Limit {
+    Fixed(u32),
+    Adaptive(GradientLimit),
+}
+
+struct Admission {
+    limit: Limit,
+    admitted: u32,
+    waiting: VecDeque<Pending>,
+    queue: usize,
+    deadline: u64,
+}
+
+impl Admission {
+    fn limit(&self) -> u32 {
+        match &self.limit {
+            Limit::Fixed(n) => *n,
+            Limit::Adaptive(gradient) => gradient.limit(),
+        }
+    }
 }
 
 struct Engine<'a> {
@@ -105,12 +145,23 @@ struct Engine<'a> {
     zipf: Option<Zipf>,
     run: Run,
     moved: Vec<f64>,
+    admission: Option<Admission>,
 }
 
-/// Simulates `scenario` under `algorithm`; `progress` gets the simulated
-/// time reached (nanos) now and then.
-pub fn simulate(scenario: &Scenario, algorithm_name: &str, progress: &mut dyn FnMut(u64)) -> Run {
-    let algorithm = Algorithm::from_name(algorithm_name).expect("scenario names were checked");
+/// Simulates `scenario` as `spec` says (an algorithm, and an admission
+/// limit); `progress` gets the simulated time reached (nanos) now and then.
+pub fn simulate(scenario: &Scenario, spec: &RunSpec, progress: &mut dyn FnMut(u64)) -> Run {
+    let algorithm = Algorithm::from_name(&spec.algorithm).expect("scenario names were checked");
+    let admission = scenario.admission.as_ref().zip(spec.limit.as_ref()).map(|(settings, limit)| Admission {
+        limit: match limit {
+            LimitSetting::Fixed(n) => Limit::Fixed(*n),
+            LimitSetting::Named(_) => Limit::Adaptive(GradientLimit::new(GradientConfig::default(), 0)),
+        },
+        admitted: 0,
+        waiting: VecDeque::new(),
+        queue: settings.queue,
+        deadline: settings.deadline.as_nanos() as u64,
+    });
     let seed = scenario.seed;
     let count = scenario.backends.count;
     let backends = (0..count).map(|i| new_backend(scenario, i)).collect();
@@ -131,7 +182,7 @@ pub fn simulate(scenario: &Scenario, algorithm_name: &str, progress: &mut dyn Fn
         keys_rng: SplitMix64::new(mix64(seed ^ 0xD)),
         zipf: scenario.keys.as_ref().map(Zipf::new),
         run: Run {
-            algorithm: algorithm_name.to_string(),
+            algorithm: spec.label(),
             requests: 0,
             successes: 0,
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
@@ -141,8 +192,10 @@ pub fn simulate(scenario: &Scenario, algorithm_name: &str, progress: &mut dyn Fn
             no_backend: 0,
             ejections: vec![0; count],
             breaker_opens: vec![0; count],
+            shed: 0,
         },
         moved: Vec::new(),
+        admission,
     };
     engine.rebuild();
     engine.schedule(0, Event::Arrival);
@@ -165,6 +218,8 @@ pub fn simulate(scenario: &Scenario, algorithm_name: &str, progress: &mut dyn Fn
             }
         }
     }
+    // Requests still waiting when the events ran out never got a slot.
+    engine.run.shed += engine.admission.as_ref().map_or(0, |a| a.waiting.len() as u64);
     if !engine.moved.is_empty() {
         engine.run.keys_moved = Some(engine.moved.iter().sum::<f64>() / engine.moved.len() as f64);
     }
@@ -224,6 +279,22 @@ impl Engine<'_> {
         self.run.requests += 1;
         let key = self.key();
         let service = service_time(&self.scenario.backends.service, &mut self.service_rng);
+        let Some(admission) = &mut self.admission else {
+            return self.dispatch(now, now, key, service);
+        };
+        if admission.admitted < admission.limit() && admission.waiting.is_empty() {
+            admission.admitted += 1;
+            self.dispatch(now, now, key, service);
+        } else if admission.waiting.len() < admission.queue {
+            admission.waiting.push_back(Pending { arrived: now, key, service });
+        } else {
+            self.run.shed += 1;
+        }
+    }
+
+    /// Picks a backend for a request that arrived at `arrived` and sends
+    /// it there at `now`.
+    fn dispatch(&mut self, arrived: u64, now: u64, key: Option<u64>, service: f64) {
         let mut ctx = PickContext { key, now_nanos: now, rng: &mut self.pick_rng };
         let (backends, members) = (&self.backends, &self.member_to_backend);
         let accept = |m: usize| {
@@ -231,21 +302,26 @@ impl Engine<'_> {
             b.availability.serves(now, b.load.in_flight())
         };
         let Some(member) = self.selector.pick(&mut ctx, &accept) else {
-            self.run.no_backend += 1;
-            return;
+            return self.no_backend();
         };
         let backend = self.member_to_backend[member];
         let b = &mut self.backends[backend];
         let Ok(permit) = b.availability.admit(now) else {
-            self.run.no_backend += 1;
-            return;
+            return self.no_backend();
         };
         self.run.per_backend[backend] += 1;
         if let Some(second) = self.run.per_second[backend].get_mut((now / SECOND) as usize) {
             *second += 1;
         }
-        let request =
-            Request { arrived: now, service, backend, failed: false, permit, _in_flight: b.load.start() };
+        let request = Request {
+            arrived,
+            dispatched: now,
+            service,
+            backend,
+            failed: false,
+            permit,
+            _in_flight: b.load.start(),
+        };
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.requests[slot] = Some(request);
@@ -261,6 +337,37 @@ impl Engine<'_> {
             self.start_service(slot, now);
         } else {
             b.queue.push_back(slot);
+        }
+    }
+
+    /// A request no backend could take gives back its admission slot.
+    fn no_backend(&mut self) {
+        self.run.no_backend += 1;
+        if let Some(admission) = &mut self.admission {
+            admission.admitted -= 1;
+        }
+    }
+
+    /// Frees the admission slot of a request dispatched `rtt` ago and
+    /// hands free slots to waiting requests (shedding those past the deadline).
+    fn release(&mut self, rtt: u64, now: u64) {
+        let Some(admission) = &mut self.admission else { return };
+        admission.admitted -= 1;
+        if let Limit::Adaptive(gradient) = &mut admission.limit {
+            gradient.on_sample(rtt, now);
+        }
+        let mut ready = Vec::new();
+        while admission.admitted < admission.limit() {
+            let Some(pending) = admission.waiting.pop_front() else { break };
+            if now - pending.arrived > admission.deadline {
+                self.run.shed += 1;
+                continue;
+            }
+            admission.admitted += 1;
+            ready.push(pending);
+        }
+        for pending in ready {
+            self.dispatch(pending.arrived, now, pending.key, pending.service);
         }
     }
 
@@ -314,6 +421,7 @@ impl Engine<'_> {
         if let Some(next) = backend.queue.pop_front() {
             self.start_service(next, now);
         }
+        self.release(now - request.dispatched, now);
     }
 
     /// Whether the scenario's ejection cap allows one more ejection at `now`.

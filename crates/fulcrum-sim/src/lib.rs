@@ -16,15 +16,16 @@ pub mod workload;
 
 pub use engine::{simulate, Run};
 pub use report::{Report, Row};
-pub use scenario::{Scenario, ScenarioError};
+pub use scenario::{LimitSetting, RunSpec, Scenario, ScenarioError};
 
-/// Runs every algorithm of `scenario`; `progress(algorithm index, simulated nanos)`.
+/// Every run of `scenario` (each algorithm under each admission limit);
+/// `progress(run index, simulated nanos)`.
 pub fn run_all(scenario: &Scenario, progress: &mut dyn FnMut(usize, u64)) -> Vec<Run> {
     scenario
-        .algorithm_names()
+        .runs()
         .iter()
         .enumerate()
-        .map(|(i, name)| simulate(scenario, name, &mut |t| progress(i, t)))
+        .map(|(i, spec)| simulate(scenario, spec, &mut |t| progress(i, t)))
         .collect()
 }
 

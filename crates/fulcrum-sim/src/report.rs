@@ -32,6 +32,8 @@ pub struct Row {
     pub ejections: u32,
     /// Circuit breaker openings, all backends.
     pub breaker_opens: u32,
+    /// Requests shed by admission control (queue full or deadline).
+    pub shed: u64,
 }
 
 /// All rows.
@@ -60,6 +62,7 @@ impl Row {
             no_backend: run.no_backend,
             ejections: run.ejections.iter().sum(),
             breaker_opens: run.breaker_opens.iter().sum(),
+            shed: run.shed,
         }
     }
 }
@@ -68,7 +71,7 @@ impl Report {
     /// A fixed-width table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8}\n",
+            "{:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8}\n",
             "algorithm",
             "requests",
             "success",
@@ -79,12 +82,13 @@ impl Report {
             "max/mean",
             "keys moved",
             "ejected",
-            "opened"
+            "opened",
+            "shed"
         );
         for r in &self.results {
             let moved = r.keys_moved.map_or("-".to_string(), |m| format!("{:.1}%", m * 100.0));
             out += &format!(
-                "{:<24} {:>9} {:>8.2}% {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>10} {:>8} {:>8}\n",
+                "{:<24} {:>9} {:>8.2}% {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>10} {:>8} {:>8} {:>8}\n",
                 r.algorithm,
                 r.requests,
                 r.success_rate * 100.0,
@@ -95,7 +99,8 @@ impl Report {
                 r.max_over_mean_load,
                 moved,
                 r.ejections,
-                r.breaker_opens
+                r.breaker_opens,
+                r.shed
             );
         }
         out

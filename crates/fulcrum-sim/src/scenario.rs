@@ -39,6 +39,75 @@ pub struct Scenario {
     /// (default: none).
     #[serde(default)]
     pub resilience: Resilience,
+    /// Admission control in front of the pool, as `[pools.NAME.admission]`
+    /// sets it; each limit listed is a run of its own (default: none).
+    pub admission: Option<AdmissionSettings>,
+}
+
+/// Admission control of the simulated pool: one class.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionSettings {
+    /// The limits to compare: numbers of requests, or `"adaptive"`.
+    pub max_concurrent: Vec<LimitSetting>,
+    /// Requests that may wait for a slot (default 1000).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// A request waiting this long is shed (default 1s).
+    #[serde(default = "default_deadline", with = "humantime_serde_compat")]
+    pub deadline: Duration,
+}
+
+fn default_queue() -> usize {
+    1000
+}
+
+fn default_deadline() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// One `max_concurrent` value.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum LimitSetting {
+    /// A fixed number of requests.
+    Fixed(u32),
+    /// `"adaptive"`: the gradient limit.
+    Named(String),
+}
+
+impl LimitSetting {
+    /// How the run is labelled: `limit 64` or `adaptive`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Fixed(n) => format!("limit {n}"),
+            Self::Named(name) => name.clone(),
+        }
+    }
+}
+
+/// One run: an algorithm, under one admission limit when the scenario has any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    /// The algorithm's config name.
+    pub algorithm: String,
+    /// The admission limit.
+    pub limit: Option<LimitSetting>,
+}
+
+impl RunSpec {
+    /// An algorithm without admission control.
+    pub fn algorithm(name: &str) -> Self {
+        Self { algorithm: name.to_string(), limit: None }
+    }
+
+    /// `p2c` or `p2c, adaptive`.
+    pub fn label(&self) -> String {
+        match &self.limit {
+            Some(limit) => format!("{}, {}", self.algorithm, limit.label()),
+            None => self.algorithm.clone(),
+        }
+    }
 }
 
 /// The passive resilience every backend of the scenario has: the keys and
@@ -339,6 +408,18 @@ impl Scenario {
                 return invalid("keys.count must be 1..=10000000 and keys.exponent above 0".into());
             }
         }
+        if let Some(admission) = &self.admission {
+            let valid = |l: &LimitSetting| match l {
+                LimitSetting::Fixed(n) => *n > 0,
+                LimitSetting::Named(name) => name == "adaptive",
+            };
+            if admission.max_concurrent.is_empty() || !admission.max_concurrent.iter().all(valid) {
+                return invalid("admission.max_concurrent lists limits above 0 or \"adaptive\"".into());
+            }
+            if admission.deadline.is_zero() {
+                return invalid("admission.deadline must be longer than zero".into());
+            }
+        }
         for name in self.algorithm_names() {
             if Algorithm::from_name(&name).is_none() {
                 return invalid(format!(
@@ -348,6 +429,20 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+
+    /// Every run: each algorithm under each admission limit.
+    pub fn runs(&self) -> Vec<RunSpec> {
+        let limits: Vec<Option<LimitSetting>> = match &self.admission {
+            Some(admission) => admission.max_concurrent.iter().cloned().map(Some).collect(),
+            None => vec![None],
+        };
+        self.algorithm_names()
+            .iter()
+            .flat_map(|algorithm| {
+                limits.iter().map(|limit| RunSpec { algorithm: algorithm.clone(), limit: limit.clone() })
+            })
+            .collect()
     }
 
     /// The algorithms to compare.

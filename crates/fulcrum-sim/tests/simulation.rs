@@ -1,7 +1,7 @@
 //! The simulator against known answers: Linkerd's slow-backend experiment,
 //! an M/M/1 queue, determinism, and key movement on membership changes.
 
-use fulcrum_sim::{report, run_all, simulate, Scenario};
+use fulcrum_sim::{report, run_all, simulate, RunSpec, Scenario};
 
 const SLOW_BACKEND: &str = include_str!("../../../examples/scenarios/slow-backend.toml");
 
@@ -37,7 +37,7 @@ fn an_mm1_queue_at_half_load_spends_twice_the_service_time_in_the_system() {
         "#,
     )
     .unwrap();
-    let run = simulate(&scenario, "round_robin", &mut |_| {});
+    let run = simulate(&scenario, &RunSpec::algorithm("round_robin"), &mut |_| {});
     let mean_ms = run.latency_us.mean() / 1000.0;
     assert!(run.requests > 190_000);
     assert!((mean_ms - 20.0).abs() < 0.6, "mean time in system {mean_ms:.2} ms, M/M/1 says 20 ms");
@@ -85,8 +85,8 @@ fn breakers_and_ejection_contain_an_outage() {
     let mut without = with.clone();
     without.resilience = Default::default();
     for algorithm in ["round_robin", "p2c"] {
-        let guarded = simulate(&with, algorithm, &mut |_| {});
-        let bare = simulate(&without, algorithm, &mut |_| {});
+        let guarded = simulate(&with, &RunSpec::algorithm(algorithm), &mut |_| {});
+        let bare = simulate(&without, &RunSpec::algorithm(algorithm), &mut |_| {});
         let failed = |run: &fulcrum_sim::Run| run.requests - run.successes;
         eprintln!(
             "{algorithm}: failed {} without, {} with resilience ({} ejections, {} breaker openings)",
@@ -104,4 +104,20 @@ fn breakers_and_ejection_contain_an_outage() {
         assert!(failed(&guarded) < 100, "{algorithm}: {} failed with resilience", failed(&guarded));
         assert!(failed(&guarded) * 10 < failed(&bare), "{algorithm}: resilience must cut failures tenfold");
     }
+}
+
+#[test]
+fn the_adaptive_limit_keeps_served_requests_fast_when_every_backend_slows_down() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/scenarios/slowdown-admission.toml"
+    ))
+    .unwrap();
+    let scenario = Scenario::parse(&text).unwrap();
+    let rows = report(&run_all(&scenario, &mut |_, _| {})).results;
+    let row = |label: &str| rows.iter().find(|r| r.algorithm == label).unwrap().clone();
+    let (fixed, adaptive) = (row("p2c, limit 1000"), row("p2c, adaptive"));
+    assert!(adaptive.success_rate > fixed.success_rate + 0.1, "{adaptive:?} vs {fixed:?}");
+    assert!(adaptive.p99_ms < 600.0 && fixed.p99_ms > 2000.0, "{adaptive:?} vs {fixed:?}");
+    assert!(adaptive.shed > 0, "the overload's excess is shed at the deadline");
 }

@@ -28,7 +28,8 @@ pub fn run(scenario_path: Option<&Path>, out: Option<&Path>, json: bool) -> Exit
             return ExitCode::from(2);
         }
     };
-    let algorithms = scenario.algorithm_names().len() as u64;
+    let names: Vec<String> = scenario.runs().iter().map(|run| run.label()).collect();
+    let algorithms = names.len() as u64;
     let seconds = scenario.duration.as_secs().max(1);
     let bar = ProgressBar::new(algorithms * seconds);
     bar.set_style(
@@ -36,7 +37,6 @@ pub fn run(scenario_path: Option<&Path>, out: Option<&Path>, json: bool) -> Exit
             .expect("a valid progress template")
             .progress_chars("=> "),
     );
-    let names = scenario.algorithm_names();
     let runs = run_all(&scenario, &mut |algorithm, nanos| {
         bar.set_message(names[algorithm].clone());
         bar.set_position(algorithm as u64 * seconds + nanos / 1_000_000_000);
