@@ -222,6 +222,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn idle_keys_are_forgotten() {
+        let limit = limiter(10, "1s", 5);
+        for i in 0..1000u32 {
+            let client = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+            limit.check(&request(), client).await.unwrap();
+        }
+        assert_eq!(limit.local.len(), 1000);
+        limit.upkeep();
+        assert_eq!(limit.local.len(), 1000, "recent keys stay");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        limit.upkeep();
+        assert_eq!(limit.local.len(), 0, "back at a full burst: nothing to remember");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn refusals_say_when_to_retry_and_which_policy_applies() {
         let limit = limiter(2, "1m", 0);
         let client: IpAddr = "10.0.0.1".parse().unwrap();
