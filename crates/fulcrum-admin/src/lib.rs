@@ -8,40 +8,42 @@
 //! running proxy) is the [`Control`] implementation's business; this crate
 //! only speaks HTTP and JSON.
 
+mod access;
 mod api;
 mod control;
 mod recommend;
 
+pub use access::Access;
 pub use control::{ApiError, BackendUpdate, Control, NewBackend, Rebalance};
 
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::Html;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 struct AdminState {
     control: Arc<dyn Control>,
-    token: Option<Arc<str>>,
+    access: Arc<Access>,
 }
 
-/// Serves the admin API on `listener` until `stop` fires; `token`, when
-/// set, is required on every route but `/health`.
+/// Serves the admin API on `listener` until `stop` fires, to the clients
+/// `access` lets in (its token, when set, is required on every route but
+/// `/health`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    token: Option<String>,
+    access: Access,
     control: Arc<dyn Control>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "admin API listening");
-    let state = AdminState { control, token: token.map(Arc::from) };
-    axum::serve(listener, router(state)).with_graceful_shutdown(stop.cancelled_owned()).await?;
+    let state = AdminState { control, access: Arc::new(access) };
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await?;
     Ok(())
 }
 
@@ -57,38 +59,15 @@ fn router(state: AdminState) -> Router {
         .route("/api/v1/pools/{pool}/sessions/rebalance", post(api::rebalance_sessions))
         .route("/api/v1/reload", post(api::reload))
         .route("/api/v1/recommendations", get(api::recommendations))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::require_token));
     Router::new()
         .route("/health", get(health))
         .merge(protected)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no such route; see the README's admin API")
         })
+        .layer(middleware::from_fn_with_state(state.clone(), access::require_network))
         .with_state(state)
-}
-
-#[derive(Debug, Deserialize)]
-struct TokenQuery {
-    token: Option<String>,
-}
-
-async fn require_token(
-    State(state): State<AdminState>,
-    Query(query): Query<TokenQuery>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(token) = &state.token else { return next.run(request).await };
-    let bearer = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if bearer == Some(&**token) || query.token.as_deref() == Some(&**token) {
-        next.run(request).await
-    } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
-    }
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -123,6 +123,7 @@ pub struct AdminFile {
     pub listen: String,
     pub token: Option<String>,
     pub watch_config: Option<bool>,
+    pub allow: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,9 +134,35 @@ pub struct ListenerFile {
     pub protocol: Option<String>,
     pub pool: String,
     pub rate_limit: Option<String>,
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+    pub deny_regions: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub limits: Option<LimitsFile>,
     pub tls: Option<TlsFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_header_bytes: Option<u64>,
+    pub max_headers: Option<u64>,
+    pub max_uri_bytes: Option<u64>,
+    pub max_body_bytes: Option<ByteSize>,
+    pub header_read_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub max_requests_per_connection: Option<u64>,
+}
+
+/// A size: a number of bytes, or text like `"10MiB"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +189,7 @@ pub struct RouteFile {
     pub split: Option<Vec<SplitFile>>,
     pub rate_limit: Option<String>,
     pub class: Option<String>,
+    pub allow: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,7 @@ mod diff;
 mod duration;
 mod error;
 mod file;
+mod limits;
 mod model;
 mod resilience;
 mod runtime;
@@ -29,6 +30,7 @@ pub use affinity::{
 pub use diff::{diff, Change};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
+pub use limits::{AccessList, Limits};
 pub use model::*;
 pub use resilience::{CircuitBreaker, HealthCheck, PassiveHealth, ProbeKind, Retries, RetryOn};
 pub use runtime::{AddedBackend, BackendChange, Overlay, PoolOverlay};

@@ -166,6 +166,8 @@ pub struct Admin {
     pub token: Option<String>,
     /// Reload when the config file changes (default false).
     pub watch_config: bool,
+    /// When not empty, only clients of these networks reach the admin API.
+    pub allow: Vec<Cidr>,
 }
 
 /// One listening socket and what it serves.
@@ -181,6 +183,14 @@ pub struct Listener {
     pub pool: String,
     /// Rate limit every request of the listener is counted against.
     pub rate_limit: Option<String>,
+    /// Networks let in and kept out, checked at accept.
+    pub access: crate::AccessList,
+    /// Connections open at once at most; beyond, new ones wait in the backlog.
+    pub max_connections: Option<usize>,
+    /// Connections open at once per client address; beyond, closed at accept.
+    pub max_connections_per_ip: Option<usize>,
+    /// Request limits.
+    pub limits: crate::Limits,
     /// Certificates, for `https`.
     pub tls: Option<Tls>,
     /// L7 routing rules; the first match wins.
@@ -231,6 +241,8 @@ pub struct Route {
     pub rate_limit: Option<String>,
     /// Traffic class of matching requests (default `default`).
     pub class: String,
+    /// When not empty, only clients of these networks (others get 403).
+    pub allow: Vec<Cidr>,
 }
 
 /// A host condition.

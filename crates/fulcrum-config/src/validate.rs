@@ -53,6 +53,12 @@ pub fn validate(raw: FileConfig, text: &str, base_dir: &Path) -> Result<Config, 
         }
     }
     for (i, listener) in listeners.iter().enumerate() {
+        if !listener.access.deny_regions.is_empty() && geo.is_none() {
+            v.error(
+                &root.key("listeners").index(i).key("deny_regions"),
+                "`deny_regions` needs a [geo] section whose networks name the regions",
+            );
+        }
         let http_only = pools.get(&listener.pool).and_then(|p| p.affinity.as_ref()).filter(|a| {
             listener.protocol == Protocol::Tcp && !matches!(a.kind, crate::AffinityKind::ClientIp { .. })
         });
@@ -207,7 +213,8 @@ impl Validator<'_> {
                 "a non-loopback admin address needs `admin.token` (anyone could steer the balancer)",
             );
         }
-        Some(Admin { listen, token, watch_config: raw.watch_config.unwrap_or(false) })
+        let allow = self.networks(&path.key("allow"), raw.allow.as_ref());
+        Some(Admin { listen, token, watch_config: raw.watch_config.unwrap_or(false), allow })
     }
 
     fn pool(&mut self, raw: &PoolFile, path: &KeyPath) -> Option<Pool> {

@@ -89,9 +89,25 @@ impl Validator<'_> {
             protocol,
             pool: raw.pool.clone(),
             rate_limit: raw.rate_limit.clone(),
+            access: crate::AccessList {
+                allow: self.networks(&path.key("allow"), raw.allow.as_ref()),
+                deny: self.networks(&path.key("deny"), raw.deny.as_ref()),
+                deny_regions: raw.deny_regions.clone().unwrap_or_default(),
+            },
+            max_connections: self.positive(&path.key("max_connections"), raw.max_connections),
+            max_connections_per_ip: self
+                .positive(&path.key("max_connections_per_ip"), raw.max_connections_per_ip),
+            limits: self.limits(raw.limits.as_ref(), &path.key("limits")),
             tls,
             routes,
         })
+    }
+
+    fn positive(&mut self, path: &KeyPath, value: Option<usize>) -> Option<usize> {
+        if value == Some(0) {
+            self.error(path, "must be at least 1 (leave it out for no limit)");
+        }
+        value
     }
 
     pub(crate) fn pool_ref(&mut self, path: &KeyPath, name: &str, pools: &HashSet<&str>) {
@@ -177,6 +193,7 @@ impl Validator<'_> {
             target,
             rate_limit: raw.rate_limit.clone(),
             class: raw.class.clone().unwrap_or_else(|| crate::DEFAULT_CLASS.to_string()),
+            allow: self.networks(&path.key("allow"), raw.allow.as_ref()),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! Each error knows its HTTP status and whether another backend might
 //! succeed (pingora-error's habit of carrying the retry decision).
 
+use crate::request_body::BodyError;
 use http::StatusCode;
 
 /// A failure talking to a backend.
@@ -29,6 +30,10 @@ pub enum UpstreamError {
     /// client went away): the client's fault, never the backend's.
     #[error("the client's request body could not be read: {0}")]
     ClientBody(hyper::Error),
+    /// The client's body went past the listener's `max_body_bytes`: the
+    /// upstream request was aborted.
+    #[error("the client's request body is too large")]
+    BodyTooLarge,
 }
 
 impl UpstreamError {
@@ -39,17 +44,18 @@ impl UpstreamError {
     /// connection task that is gone, stay the backend's).
     pub fn from_send(error: hyper::Error) -> Self {
         use std::error::Error as _;
-        let body_failed = error.is_user() && error.source().is_some_and(|cause| cause.is::<hyper::Error>());
-        if body_failed {
-            Self::ClientBody(error)
-        } else {
-            Self::Send(error)
+        let body_error =
+            error.source().filter(|_| error.is_user()).and_then(|c| c.downcast_ref::<BodyError>());
+        match body_error {
+            Some(BodyError::TooLarge(_)) => Self::BodyTooLarge,
+            Some(BodyError::Client(_)) => Self::ClientBody(error),
+            None => Self::Send(error),
         }
     }
 
     /// Whether the client, not the backend, broke the exchange.
     pub fn is_client_fault(&self) -> bool {
-        matches!(self, Self::ClientBody(_))
+        matches!(self, Self::ClientBody(_) | Self::BodyTooLarge)
     }
 
     /// The status the client gets: 504 for timeouts, 400 for the client's
@@ -60,6 +66,7 @@ impl UpstreamError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -73,6 +80,7 @@ impl UpstreamError {
             Self::Send(_) => "the backend closed the connection before answering\n",
             Self::RequestTimeout => "the request took longer than the pool's request timeout\n",
             Self::ClientBody(_) => "the request body could not be read\n",
+            Self::BodyTooLarge => "the request body is larger than this listener accepts\n",
         }
     }
 }

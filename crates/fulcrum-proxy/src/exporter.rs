@@ -27,6 +27,8 @@ pub struct PoolsCollector {
     pub store_errors: Option<u64>,
     /// Every rate limit.
     pub limiters: Vec<Arc<crate::admission::rate_limit::RateLimiter>>,
+    /// Every listener's gate, by listener name.
+    pub gates: Vec<(String, Arc<crate::gate::Gate>)>,
 }
 
 fn describe<'a>(
@@ -116,11 +118,30 @@ impl Collector for PoolsCollector {
                 .encode(family.encode_family(&labels)?)?;
         }
         self.encode_affinity(&mut encoder)?;
+        self.encode_refused(&mut encoder)?;
         self.encode_admission(&mut encoder)
     }
 }
 
 impl PoolsCollector {
+    /// Connections and requests refused at a listener's door.
+    fn encode_refused(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut family = describe(
+            encoder,
+            "lb_refused",
+            "Connections and requests refused by listener access rules and limits, by reason.",
+            MetricType::Counter,
+        )?;
+        for (listener, gate) in &self.gates {
+            for why in crate::gate::Refused::ALL {
+                let labels =
+                    [("listener".to_string(), listener.clone()), ("reason".into(), why.name().into())];
+                ConstCounter::new(gate.refused(why)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Rate-limit refusals, and the queues and limits of pools with admission control.
     fn encode_admission(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         if !self.limiters.is_empty() {

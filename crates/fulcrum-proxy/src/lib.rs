@@ -17,6 +17,7 @@ mod backend;
 mod clock;
 mod error;
 mod exporter;
+mod gate;
 mod guards;
 mod hash_key;
 mod health_check;

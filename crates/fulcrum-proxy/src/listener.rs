@@ -13,12 +13,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use fulcrum_config::Protocol;
 use http::HeaderValue;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::gate::{Gate, Refused};
 use crate::http::{self as l7, ClientInfo, Connection};
 use crate::state::ListenerState;
 use crate::tcp;
@@ -41,8 +40,8 @@ pub struct Acceptor {
     pub drain: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them.
     pub tracker: TaskTracker,
-    /// Shared HTTP connection settings.
-    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Who may connect, how many at once, and what was refused.
+    pub gate: Arc<Gate>,
     /// Every open HTTP connection, for idle timeouts; when accepting fails
     /// for want of file descriptors, idle ones close so new clients can be
     /// served.
@@ -59,9 +58,14 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts connections until `acceptor.stop` fires.
 pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
     loop {
+        // At `max_connections`, new connections wait in the kernel's backlog.
+        let max_connections = acceptor.state.load().max_connections;
         let accepted = tokio::select! {
             () = acceptor.stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                acceptor.gate.room(max_connections).await;
+                listener.accept().await
+            } => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -87,10 +91,20 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Accepto
     }
     // Only what this connection needs is taken from the state: a
     // keep-alive connection must not keep a replaced generation alive.
-    let (protocol, tcp_pool, tls) = {
+    let (protocol, tcp_pool, tls, builder, limits, admitted) = {
         let state = acceptor.state.load();
+        let region = state.geo.as_ref().and_then(|geo| geo.region_of(peer.ip()));
+        let admitted = state.access.is_open() || state.access.admits(peer.ip(), region);
         let tcp_pool = (state.protocol == Protocol::Tcp).then(|| Arc::clone(&state.default_pool));
-        (state.protocol, tcp_pool, state.tls.clone())
+        (state.protocol, tcp_pool, state.tls.clone(), Arc::clone(&state.builder), state.limits, admitted)
+    };
+    if !admitted {
+        acceptor.gate.refuse(Refused::Denied);
+        return tracing::debug!(client = %peer, "connection refused: its network is not allowed");
+    }
+    let per_ip = acceptor.state.load().max_connections_per_ip;
+    let Some(_entry) = acceptor.gate.enter(peer.ip(), per_ip) else {
+        return tracing::debug!(client = %peer, "connection refused: max_connections_per_ip");
     };
     let client = |proto: &'static str| ClientInfo {
         addr: peer.ip(),
@@ -107,9 +121,10 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Accepto
             let connection = Arc::new(Connection {
                 state: Arc::clone(&acceptor.state),
                 client: client("http"),
-                activity: Arc::new(l7::Activity::new(acceptor.drain.child_token())),
+                activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
+                gate: Arc::clone(&acceptor.gate),
             });
-            l7::serve(stream, &acceptor.builder, connection, &acceptor.watchlist).await;
+            l7::serve(stream, &builder, connection, &acceptor.watchlist).await;
         }
         Protocol::Https => {
             let Some(tls) = tls.map(tokio_rustls::TlsAcceptor::from) else { return };
@@ -121,9 +136,10 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Accepto
             let connection = Arc::new(Connection {
                 state: Arc::clone(&acceptor.state),
                 client: client("https"),
-                activity: Arc::new(l7::Activity::new(acceptor.drain.child_token())),
+                activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
+                gate: Arc::clone(&acceptor.gate),
             });
-            l7::serve(stream, &acceptor.builder, connection, &acceptor.watchlist).await;
+            l7::serve(stream, &builder, connection, &acceptor.watchlist).await;
         }
     }
 }

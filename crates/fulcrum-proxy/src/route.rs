@@ -23,6 +23,8 @@ pub struct CompiledRoute {
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// The traffic class of matching requests.
     pub class: Arc<str>,
+    /// When not empty, only clients of these networks (others get 403).
+    pub allow: Vec<fulcrum_config::Cidr>,
 }
 
 #[derive(Debug)]
@@ -54,6 +56,7 @@ impl CompiledRoute {
             target,
             rate_limit: route.rate_limit.as_deref().map(limit_by_name),
             class: route.class.as_str().into(),
+            allow: route.allow.clone(),
         }
     }
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::rate_limit::RateLimiter;
+use crate::gate::Gate;
 use crate::health_check::Probers;
 use crate::listener::{self, Acceptor};
 use crate::pool::{Pool, Shared};
@@ -31,7 +32,6 @@ pub struct Proxy {
     running: Mutex<Running>,
     tracker: TaskTracker,
     drain: CancellationToken,
-    builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
     /// Every open HTTP connection, swept for idle timeouts.
     watchlist: Arc<crate::http::Watchlist>,
 }
@@ -54,6 +54,8 @@ struct Running {
 struct RunningListener {
     state: Arc<ArcSwap<ListenerState>>,
     stop: CancellationToken,
+    /// Admission at accept and the refusal counters, kept across reloads.
+    gate: Arc<Gate>,
 }
 
 impl Proxy {
@@ -72,7 +74,6 @@ impl Proxy {
             }),
             tracker: TaskTracker::new(),
             drain: CancellationToken::new(),
-            builder: Arc::new(crate::http::connection_builder()),
             watchlist: crate::http::Watchlist::start(),
         });
         proxy.apply(config)?;
@@ -167,6 +168,12 @@ impl Proxy {
                 tls,
                 access_log: access_log.clone(),
                 rate_limit: listener.rate_limit.as_ref().map(|name| Arc::clone(&limiters[name])),
+                access: listener.access.clone(),
+                geo: shared.geo.clone(),
+                max_connections: listener.max_connections,
+                max_connections_per_ip: listener.max_connections_per_ip,
+                limits: listener.limits,
+                builder: Arc::new(crate::http::connection_builder(&listener.limits)),
             };
             if !running.listeners.contains_key(&listener.listen) {
                 let socket = listener::bind(listener.listen).with_context(|| {
@@ -227,14 +234,17 @@ impl Proxy {
         state: ListenerState,
     ) -> RunningListener {
         tracing::info!(listener = %state.name, %address, protocol = ?state.protocol, "listening");
-        let running =
-            RunningListener { state: Arc::new(ArcSwap::from_pointee(state)), stop: CancellationToken::new() };
+        let running = RunningListener {
+            state: Arc::new(ArcSwap::from_pointee(state)),
+            stop: CancellationToken::new(),
+            gate: Arc::default(),
+        };
         let acceptor = Acceptor {
             state: Arc::clone(&running.state),
             stop: running.stop.clone(),
             drain: self.drain.clone(),
             tracker: self.tracker.clone(),
-            builder: Arc::clone(&self.builder),
+            gate: Arc::clone(&running.gate),
             watchlist: Arc::clone(&self.watchlist),
         };
         tokio::spawn(listener::accept_loop(socket, acceptor));
@@ -258,12 +268,19 @@ impl Proxy {
     /// `promtool` and older scrapers parse: counters' HELP/TYPE name the
     /// `_total` series, no `# EOF`).
     pub fn encode_metrics(&self, openmetrics: bool) -> String {
-        let (pools, store_errors, limiters) = {
+        let (pools, store_errors, limiters, gates) = {
             let running = self.lock();
+            let gates = running
+                .config
+                .listeners
+                .iter()
+                .filter_map(|l| Some((l.name.clone(), Arc::clone(&running.listeners.get(&l.listen)?.gate))))
+                .collect();
             (
                 running.pools.values().cloned().collect(),
                 running.store.as_ref().map(|s| s.errors()),
                 running.limiters.values().cloned().collect(),
+                gates,
             )
         };
         let mut registry = prometheus_client::registry::Registry::default();
@@ -271,6 +288,7 @@ impl Proxy {
             pools,
             store_errors,
             limiters,
+            gates,
         }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)

@@ -29,6 +29,18 @@ pub struct ListenerState {
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// The rate limit every request of the listener counts against.
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// Networks let in and kept out at accept.
+    pub access: fulcrum_config::AccessList,
+    /// Client regions for `deny_regions`.
+    pub geo: Option<Arc<fulcrum_config::Geo>>,
+    /// Connections open at once at most.
+    pub max_connections: Option<usize>,
+    /// Connections open at once per client address at most.
+    pub max_connections_per_ip: Option<usize>,
+    /// Request limits.
+    pub limits: fulcrum_config::Limits,
+    /// HTTP connection settings, built from `limits`.
+    pub builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
 }
 
 /// Where a request goes and what admits it.
@@ -40,12 +52,15 @@ pub struct Routed {
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// The matching route's traffic class (`None`: `default`).
     pub class: Option<Arc<str>>,
+    /// The matching route does not allow the client's network.
+    pub denied: bool,
 }
 
 impl ListenerState {
-    /// Where a request goes.
-    pub fn route(&self, request: &Parts) -> Routed {
-        let unrouted = || Routed { pool: Arc::clone(&self.default_pool), rate_limit: None, class: None };
+    /// Where a request from `client` goes.
+    pub fn route(&self, request: &Parts, client: std::net::IpAddr) -> Routed {
+        let unrouted =
+            || Routed { pool: Arc::clone(&self.default_pool), rate_limit: None, class: None, denied: false };
         if self.routes.is_empty() {
             return unrouted();
         }
@@ -55,6 +70,7 @@ impl ListenerState {
                 pool: Arc::clone(route.pool()),
                 rate_limit: route.rate_limit.clone(),
                 class: Some(Arc::clone(&route.class)),
+                denied: !route.allow.is_empty() && !route.allow.iter().any(|net| net.contains(client)),
             },
             None => unrouted(),
         }

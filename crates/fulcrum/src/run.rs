@@ -106,7 +106,14 @@ pub async fn start(
             .await
             .with_context(|| format!("admin API cannot listen on {}", admin.listen))?;
         tokio::spawn(async move {
-            if let Err(e) = fulcrum_admin::serve(listener, admin.token, control, stop).await {
+            if let Err(e) = fulcrum_admin::serve(
+                listener,
+                fulcrum_admin::Access::new(admin.token, admin.allow),
+                control,
+                stop,
+            )
+            .await
+            {
                 tracing::error!(error = %e, "admin API stopped");
             }
         });

@@ -35,6 +35,8 @@ pub struct Connection {
     pub client: ClientInfo,
     /// Reads and requests in flight, for the idle timeouts.
     pub activity: Arc<super::idle::Activity>,
+    /// The listener's door, which counts refusals.
+    pub gate: Arc<crate::gate::Gate>,
 }
 
 /// What forwarding tried, for the access log.
@@ -134,12 +136,12 @@ pub async fn handle(
 async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) -> Response<ProxyBody> {
     let started = clock::now_nanos();
     let (mut parts, body) = request.into_parts();
-    let (routed, access_log, listener_limit) = {
+    let client = connection.client.addr;
+    let (routed, access_log, listener_limit, limits) = {
         let state = connection.state.load();
-        (state.route(&parts), state.access_log.clone(), state.rate_limit.clone())
+        (state.route(&parts, client), state.access_log.clone(), state.rate_limit.clone(), state.limits)
     };
     let pool = routed.pool;
-    let client = connection.client.addr;
     let logging = access_log.map(|log| (log, request_id(&mut parts)));
     // The client's request line and headers as received, for the log.
     let original = logging.as_ref().map(|_| clone_parts(&parts));
@@ -162,6 +164,12 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
     if let Some((status, reason)) = validate::refuse(&parts) {
         return log(respond::plain(status, reason), None, Attempted::default());
     }
+    if let Some((why, status, message)) = beyond_limits(&parts, &limits, routed.denied) {
+        connection.gate.refuse(why);
+        let attempted = Attempted { refusal: Some(why.name()), ..Attempted::default() };
+        return log(respond::plain(status, message), Some(&pool), attempted);
+    }
+    let body = RequestBody::streaming(body, limits.max_body_bytes);
     for limit in [listener_limit.as_deref(), routed.rate_limit.as_deref()].into_iter().flatten() {
         if let Err(refused) = limit.check(&parts, client).await {
             let attempted = Attempted { refusal: Some("rate_limited"), ..Attempted::default() };
@@ -196,7 +204,7 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         let target = Target::new(&backend, &pool);
         // The parts themselves, not a copy: hyper keeps the client side of
         // the protocol switch in the request's extensions.
-        let request = Request::from_parts(parts, RequestBody::Streaming(body));
+        let request = Request::from_parts(parts, body);
         let forwarded =
             upgrade::forward(request, &target, pool.timeouts.response_header, backend.load.start()).await;
         let now = clock::now_nanos();
@@ -245,10 +253,47 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
             .unwrap_or_else(|_| (request_timeout(), Attempted::default())),
     };
     attempted.placement = origin.placement();
+    if attempted.refusal.is_some() {
+        connection.gate.refuse(crate::gate::Refused::BodyTooLarge);
+    }
     if let Some(ticket) = ticket {
         response.body_mut().hold_ticket(ticket);
     }
     log(response, Some(&pool), attempted)
+}
+
+/// Why a request is refused by the listener's limits or its route's
+/// `allow` before any of it is forwarded: the reason counted, the status
+/// and what the client reads. A chunked body past `max_body_bytes` is cut
+/// off while it streams instead.
+fn beyond_limits(
+    parts: &Parts,
+    limits: &fulcrum_config::Limits,
+    route_denied: bool,
+) -> Option<(crate::gate::Refused, StatusCode, &'static str)> {
+    use crate::gate::Refused;
+    if route_denied {
+        return Some((
+            Refused::RouteDenied,
+            StatusCode::FORBIDDEN,
+            "this route does not serve your network\n",
+        ));
+    }
+    let target = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len());
+    if target > limits.max_uri_bytes {
+        return Some((Refused::UriTooLong, StatusCode::URI_TOO_LONG, "the request target is too long\n"));
+    }
+    let length =
+        parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if length.is_some_and(|length| length > limits.max_body_bytes) {
+        return Some((
+            Refused::BodyTooLarge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than this listener accepts\n",
+        ));
+    }
+    None
 }
 
 /// 504 when the pool's request timeout ran out.
@@ -334,7 +379,7 @@ fn entry(
 async fn forward(
     pool: &Arc<Pool>,
     parts: Parts,
-    body: Incoming,
+    body: RequestBody,
     origin: &mut Origin,
     deadline: Option<tokio::time::Instant>,
 ) -> (Response<ProxyBody>, Attempted) {
@@ -344,7 +389,7 @@ async fn forward(
             Ok(body) => body,
             Err(response) => return (response, Attempted::default()),
         },
-        None => RequestBody::Streaming(body),
+        None => body,
     };
     let replay = matches!(body, RequestBody::Replay(_));
     pool.record_request();
@@ -402,6 +447,9 @@ async fn forward(
             Err(error) if error.is_client_fault() => {
                 drop(attempt);
                 attempted.upstream_nanos = Some(now.saturating_sub(started));
+                if matches!(error, UpstreamError::BodyTooLarge) {
+                    attempted.refusal = Some(crate::gate::Refused::BodyTooLarge.name());
+                }
                 return (respond::plain(error.status(), error.client_message()), attempted);
             }
             Err(error) => {
@@ -500,7 +548,11 @@ fn may_retry(method: &Method, policy: &Retries) -> bool {
 
 /// The request body ready for replay when it is small enough to keep (or
 /// empty); larger bodies stream and are not retried.
-async fn replayable(body: Incoming, parts: &Parts, limit: u64) -> Result<RequestBody, Response<ProxyBody>> {
+async fn replayable(
+    body: RequestBody,
+    parts: &Parts,
+    limit: u64,
+) -> Result<RequestBody, Response<ProxyBody>> {
     use http_body::Body as _;
     if body.is_end_stream() {
         return Ok(RequestBody::Replay(None));
@@ -511,7 +563,7 @@ async fn replayable(body: Incoming, parts: &Parts, limit: u64) -> Result<Request
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if length.is_none_or(|l| l > limit) {
-        return Ok(RequestBody::Streaming(body));
+        return Ok(body);
     }
     match body.collect().await {
         Ok(collected) => Ok(RequestBody::Replay(Some(collected.to_bytes()))),
@@ -554,6 +606,6 @@ fn retry_on_error(policy: &Retries, error: &UpstreamError) -> bool {
         }
         UpstreamError::Send(_) => policy.on.reset || policy.on.gateway_error,
         UpstreamError::ResponseTimeout => policy.on.gateway_error,
-        UpstreamError::RequestTimeout | UpstreamError::ClientBody(_) => false,
+        UpstreamError::RequestTimeout | UpstreamError::ClientBody(_) | UpstreamError::BodyTooLarge => false,
     }
 }

@@ -32,29 +32,30 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How long a new connection may stay silent.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a connection with nothing in flight may stay silent.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Reads and requests in flight on one client connection, its idle clock,
 /// and the token that asks it to close.
 #[derive(Debug)]
 pub struct Activity {
     reads: AtomicU64,
     in_flight: AtomicU64,
+    /// Requests so far, and how many the connection may serve.
+    requests: AtomicU64,
+    max_requests: u64,
     clock: Mutex<IdleClock>,
     close: CancellationToken,
 }
 
 impl Activity {
-    /// A connection accepted now that closes when `close` is cancelled
-    /// (a child of the proxy's drain token).
-    pub fn new(close: CancellationToken) -> Self {
+    /// A connection accepted now under the listener's `limits` (its
+    /// header-read and keep-alive timeouts, its requests per connection)
+    /// that closes when `close` is cancelled (a child of the proxy's drain token).
+    pub fn new(close: CancellationToken, limits: &fulcrum_config::Limits) -> Self {
         Self {
             reads: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
-            clock: Mutex::new(IdleClock::new(HEADER_READ_TIMEOUT, KEEPALIVE_TIMEOUT)),
+            requests: AtomicU64::new(0),
+            max_requests: limits.max_requests_per_connection,
+            clock: Mutex::new(IdleClock::new(limits.header_read_timeout, limits.keepalive_timeout)),
             close,
         }
     }
@@ -163,8 +164,13 @@ pub struct InFlightRequest(Arc<Activity>);
 
 impl InFlightRequest {
     /// Starts counting a request on `activity`.
+    /// The connection closes (gracefully: after this response) once it
+    /// has served its `max_requests_per_connection`.
     pub fn new(activity: &Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        if activity.requests.fetch_add(1, Ordering::Relaxed) + 1 >= activity.max_requests {
+            activity.close_because("it served max_requests_per_connection");
+        }
         Self(Arc::clone(activity))
     }
 }
@@ -288,7 +294,7 @@ mod tests {
     }
 
     fn fresh() -> Activity {
-        Activity::new(CancellationToken::new())
+        Activity::new(CancellationToken::new(), &fulcrum_config::Limits::default())
     }
 
     #[tokio::test(start_paused = true)]
@@ -333,7 +339,7 @@ mod tests {
         let (_s, _b) = (list.watch(Arc::clone(&silent)), list.watch(Arc::clone(&busy)));
         read(&busy);
         let _request = InFlightRequest::new(&busy);
-        tokio::time::sleep(HEADER_READ_TIMEOUT + SWEEP_EVERY * 2).await;
+        tokio::time::sleep(fulcrum_config::Limits::default().header_read_timeout + SWEEP_EVERY * 2).await;
         assert!(silent.close_requested().is_cancelled(), "silent past the header read timeout");
         assert!(!busy.close_requested().is_cancelled(), "a request is in flight");
 

@@ -20,15 +20,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// The connection builder every HTTP listener shares: HTTP/1.1 with
+/// The connection builder of a listener with `limits`: HTTP/1.1 with
 /// keep-alive, and HTTP/2 detected by its preface (h2c prior knowledge,
 /// or ALPN `h2` under TLS).
 ///
-/// Per connection and direction at most [`MAX_BUFFER`] bytes are buffered
-/// (hyper's default is ~400 KB; upstream connections `upstream::MAX_BUFFER`): a client that reads slowly stops the
-/// backend's body being read (backpressure), it does not grow a buffer.
-/// The same bound refuses request heads larger than it with 431.
-pub fn connection_builder() -> auto::Builder<TokioExecutor> {
+/// Per connection and direction at most `max_header_bytes` (at least
+/// [`MIN_BUFFER`]) bytes are buffered (hyper's default is ~400 KB;
+/// upstream connections `upstream::MAX_BUFFER`): a client that reads
+/// slowly stops the backend's body being read (backpressure), it does not
+/// grow a buffer. The same bound refuses larger request heads with 431, as
+/// do more than `max_headers` fields; an HTTP/2 header list is bounded by
+/// `max_header_bytes` too.
+pub fn connection_builder(limits: &fulcrum_config::Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -36,17 +39,16 @@ pub fn connection_builder() -> auto::Builder<TokioExecutor> {
         .keep_alive(true)
         .half_close(false)
         .writev(false)
-        .max_buf_size(MAX_BUFFER)
-        .header_read_timeout(idle::HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
+        .max_buf_size(limits.max_header_bytes.max(MIN_BUFFER))
+        .max_headers(limits.max_headers)
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
     builder
 }
 
-/// Most bytes buffered per client connection and direction (HAProxy's
-/// `tune.bufsize` is 16 KiB; this also bounds the request head).
-pub const MAX_BUFFER: usize = 32 * 1024;
-/// Largest HTTP/2 header list accepted (nginx and HAProxy refuse far less than 300 KB).
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Fewest bytes buffered per client connection and direction (HAProxy's
+/// `tune.bufsize` is 16 KiB).
+pub const MIN_BUFFER: usize = 32 * 1024;
 
 /// Serves one client connection until it closes. When its `activity`
 /// asks it to close (the proxy drains, it idled out, or file descriptors
