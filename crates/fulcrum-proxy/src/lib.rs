@@ -17,6 +17,9 @@ mod backend;
 mod clock;
 mod error;
 mod exporter;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod gate;
 mod guards;
 mod hash_key;

@@ -266,7 +266,7 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
 /// `allow` before any of it is forwarded: the reason counted, the status
 /// and what the client reads. A chunked body past `max_body_bytes` is cut
 /// off while it streams instead.
-fn beyond_limits(
+pub(super) fn beyond_limits(
     parts: &Parts,
     limits: &fulcrum_config::Limits,
     route_denied: bool,

@@ -79,3 +79,47 @@ pub async fn serve<I>(
         tracing::debug!(error = %e, "client connection ended with an error");
     }
 }
+
+/// What the fuzz targets drive of the request path.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use std::net::IpAddr;
+
+    use http::request::Parts;
+
+    /// A pool hashing each kind of key.
+    fn pools() -> &'static [fulcrum_config::Pool] {
+        static POOLS: std::sync::OnceLock<Vec<fulcrum_config::Pool>> = std::sync::OnceLock::new();
+        POOLS.get_or_init(|| {
+            ["client_ip", "header:x-user", "cookie:session", "path", "query:id"]
+                .iter()
+                .map(|key| {
+                    let text = format!(
+                        "[pools.app]\nalgorithm = \"consistent_hash\"\nhash_key = \"{key}\"\nsubnet_mask = 24\n"
+                    );
+                    let config = fulcrum_config::parse(&text, "fuzz", std::path::Path::new(".")).expect("valid");
+                    config.pools["app"].clone()
+                })
+                .collect()
+        })
+    }
+
+    /// Every decision taken on a parsed head before it is forwarded.
+    pub fn decide(mut parts: Parts, client: IpAddr) {
+        if super::validate::refuse(&parts).is_some() {
+            return;
+        }
+        let limits = fulcrum_config::Limits::default();
+        let _ = super::forward::beyond_limits(&parts, &limits, false);
+        for pool in pools() {
+            let _ = crate::hash_key::request_key(&parts, client, pool);
+        }
+        let upgrade = super::headers::is_upgrade(&parts);
+        let info = super::ClientInfo {
+            addr: client,
+            ip: http::HeaderValue::from_static("10.0.0.1"),
+            proto: http::HeaderValue::from_static("http"),
+        };
+        super::headers::prepare_request(&mut parts, &info, upgrade);
+    }
+}

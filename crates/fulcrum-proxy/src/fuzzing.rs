@@ -1,0 +1,35 @@
+//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`): the
+//! code that reads bytes a client controls, from raw bytes, as the data
+//! path runs it. Not part of the product's API.
+
+use std::net::IpAddr;
+
+use crate::http::fuzzing as http;
+
+/// A request head as a client sends it, through the data path's
+/// decisions: parsed with `httparse` (what hyper parses with), then the
+/// validation that refuses it or not, the listener's limits, the routing
+/// key and session lookups, and the rewrite of its head for the backend.
+pub fn request_head(bytes: &[u8]) {
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut parsed = httparse::Request::new(&mut headers);
+    if !matches!(parsed.parse(bytes), Ok(httparse::Status::Complete(_))) {
+        return;
+    }
+    let mut builder = ::http::Request::builder()
+        .method(parsed.method.unwrap_or("GET"))
+        .uri(parsed.path.unwrap_or("/"))
+        .version(if parsed.version == Some(0) { ::http::Version::HTTP_10 } else { ::http::Version::HTTP_11 });
+    for header in parsed.headers.iter() {
+        builder = builder.header(header.name, header.value);
+    }
+    let Ok(request) = builder.body(()) else { return };
+    let (parts, ()) = request.into_parts();
+    http::decide(parts, IpAddr::from([10, 0, 0, 1]));
+}
+
+/// An affinity cookie value, opened as the pool `app` would.
+pub fn affinity_cookie(bytes: &[u8]) {
+    let sealer = crate::affinity::cookie::CookieSealer::new(&["fuzzing-secret-0123456789".to_string()]);
+    assert!(sealer.open(bytes, "app", 0).is_none(), "random bytes never open as a session");
+}
