@@ -1,6 +1,8 @@
 //! Upstream HTTP/1.1 connections to backends, kept alive and reused.
 //!
-//! Idle connections live in a per-thread pool keyed by backend id, so a
+//! Idle connections live in a per-thread pool keyed by the backend's
+//! address (so a backend whose weight or state changed, which the pool
+//! rebuilds, keeps its warm connections, and none are stranded), so a
 //! checkout or checkin touches no lock and no state shared across
 //! threads (the habit of nginx's per-worker `keepalive` cache). A
 //! connection is checked in only once its response body has been read to
@@ -35,8 +37,8 @@ const SWEEP_EVERY: u32 = 1024;
 /// Where to send a request and how long to wait for what.
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
-    /// The backend's pool-wide unique id.
-    pub backend_id: u64,
+    /// The backend's address key: its idle connections' key.
+    pub backend_key: u64,
     /// Its address.
     pub address: std::net::SocketAddr,
     /// TCP connect timeout.
@@ -51,7 +53,7 @@ impl Target {
     /// The target for `backend` with `pool`'s settings.
     pub fn new(backend: &Backend, pool: &crate::pool::Pool) -> Self {
         Self {
-            backend_id: backend.id,
+            backend_key: backend.address_key,
             address: backend.address,
             connect_timeout: pool.timeouts.connect,
             idle_timeout: pool.timeouts.idle,
@@ -72,8 +74,8 @@ struct IdlePool {
     checkins: u32,
 }
 
-/// Backend ids are small sequential integers chosen by us, not by clients:
-/// a multiplicative hash spreads them well and costs one instruction.
+/// Backend keys are hashes of configured addresses, not chosen by clients:
+/// a multiplicative hash spreads them and costs one instruction.
 #[derive(Default)]
 struct IdHasher(u64);
 
@@ -100,7 +102,7 @@ thread_local! {
 /// A ready connection to `target` and whether it was reused: a pooled
 /// one if any, else a new one.
 pub async fn checkout(target: &Target) -> Result<(SendRequest<RequestBody>, bool), UpstreamError> {
-    while let Some(mut sender) = take_idle(target.backend_id) {
+    while let Some(mut sender) = take_idle(target.backend_key) {
         if sender.ready().await.is_ok() {
             return Ok((sender, true));
         }
@@ -108,10 +110,10 @@ pub async fn checkout(target: &Target) -> Result<(SendRequest<RequestBody>, bool
     Ok((connect(target, false).await?, false))
 }
 
-fn take_idle(backend_id: u64) -> Option<SendRequest<RequestBody>> {
+fn take_idle(backend_key: u64) -> Option<SendRequest<RequestBody>> {
     IDLE.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let list = pool.by_backend.get_mut(&backend_id)?;
+        let list = pool.by_backend.get_mut(&backend_key)?;
         while let Some(idle) = list.pop() {
             if !idle.sender.is_closed() && idle.since.elapsed() < idle.idle_timeout {
                 return Some(idle.sender);
@@ -135,7 +137,7 @@ pub fn checkin(target: &Target, sender: SendRequest<RequestBody>) {
                 !list.is_empty()
             });
         }
-        let list = pool.by_backend.entry(target.backend_id).or_default();
+        let list = pool.by_backend.entry(target.backend_key).or_default();
         if list.len() < target.max_idle {
             list.push(Idle { sender, since: Instant::now(), idle_timeout: target.idle_timeout });
         }
@@ -232,7 +234,7 @@ mod tests {
 
     fn target(address: std::net::SocketAddr) -> Target {
         Target {
-            backend_id: 1,
+            backend_key: 1,
             address,
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
