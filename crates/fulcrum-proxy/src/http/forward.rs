@@ -164,7 +164,8 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
     if let Some((status, reason)) = validate::refuse(&parts) {
         return log(respond::plain(status, reason), None, Attempted::default());
     }
-    if let Some((why, status, message)) = beyond_limits(&parts, &limits, routed.denied) {
+    let declared = http_body::Body::size_hint(&body).exact();
+    if let Some((why, status, message)) = beyond_limits(&parts, &limits, routed.denied, declared) {
         connection.gate.refuse(why);
         let attempted = Attempted { refusal: Some(why.name()), ..Attempted::default() };
         return log(respond::plain(status, message), Some(&pool), attempted);
@@ -270,6 +271,7 @@ pub(super) fn beyond_limits(
     parts: &Parts,
     limits: &fulcrum_config::Limits,
     route_denied: bool,
+    declared_body: Option<u64>,
 ) -> Option<(crate::gate::Refused, StatusCode, &'static str)> {
     use crate::gate::Refused;
     if route_denied {
@@ -284,9 +286,7 @@ pub(super) fn beyond_limits(
     if target > limits.max_uri_bytes {
         return Some((Refused::UriTooLong, StatusCode::URI_TOO_LONG, "the request target is too long\n"));
     }
-    let length =
-        parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if length.is_some_and(|length| length > limits.max_body_bytes) {
+    if declared_body.is_some_and(|length| length > limits.max_body_bytes) {
         return Some((
             Refused::BodyTooLarge,
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -110,7 +110,11 @@ pub mod fuzzing {
             return;
         }
         let limits = fulcrum_config::Limits::default();
-        let _ = super::forward::beyond_limits(&parts, &limits, false);
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let _ = super::forward::beyond_limits(&parts, &limits, false, declared);
         for pool in pools() {
             let _ = crate::hash_key::request_key(&parts, client, pool);
         }
