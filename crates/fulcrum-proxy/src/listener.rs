@@ -124,7 +124,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Accepto
                 activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
                 gate: Arc::clone(&acceptor.gate),
             });
-            l7::serve(stream, &builder, connection, &acceptor.watchlist).await;
+            l7::serve(stream, &builder, connection, &acceptor.watchlist, limits.header_read_timeout).await;
         }
         Protocol::Https => {
             let Some(tls) = tls.map(tokio_rustls::TlsAcceptor::from) else { return };
@@ -139,7 +139,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Accepto
                 activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
                 gate: Arc::clone(&acceptor.gate),
             });
-            l7::serve(stream, &builder, connection, &acceptor.watchlist).await;
+            l7::serve(stream, &builder, connection, &acceptor.watchlist, limits.header_read_timeout).await;
         }
     }
 }

@@ -207,3 +207,34 @@ async fn the_admin_api_stops_answering_a_client_that_guesses_its_token() {
     assert_eq!(right_later, 200, "a second later");
     assert_eq!(other_network, 403, "outside [admin] allow");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_one_byte_a_second_gets_408_at_the_header_read_timeout() {
+    let backend = named_backend("a").await;
+    let (listen, admin) = (local(free_port()), local(free_port()));
+    let extra = "limits = { header_read_timeout = \"2s\" }";
+    let _lb = Fulcrum::start(&config(listen, admin, backend.address, extra), admin);
+    let (answer, took) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(listen).unwrap();
+        stream.set_read_timeout(Some(Duration::from_millis(1100))).unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa".iter() {
+            if stream.write_all(&[*byte]).is_err() {
+                break;
+            }
+            let mut chunk = [0; 512];
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+                Err(_) => {} // nothing yet: the next byte after a second
+            }
+        }
+        (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status_of(&answer), 408, "{answer:?}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "after {took:?}");
+    assert_eq!(backend.hits(), 0);
+}

@@ -181,31 +181,44 @@ impl Drop for InFlightRequest {
     }
 }
 
-/// A client connection's I/O, counting reads that brought bytes.
+/// A client connection's I/O, counting reads that brought bytes and
+/// keeping its request heads to their deadline.
 #[derive(Debug)]
 pub struct Watched<I> {
     io: I,
     activity: Arc<Activity>,
+    head: super::head_timer::HeadTimer,
 }
 
 impl<I> Watched<I> {
-    /// Wraps `io`, counting on `activity`.
-    pub fn new(io: I, activity: Arc<Activity>) -> Self {
-        Self { io, activity }
+    /// Wraps `io`, counting on `activity`; each request head must be
+    /// complete within `header_read_timeout`.
+    pub fn new(io: I, activity: Arc<Activity>, header_read_timeout: Duration) -> Self {
+        Self { io, activity, head: super::head_timer::HeadTimer::new(header_read_timeout) }
     }
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        let in_flight = !this.activity.is_idle();
+        if this.head.poll_expired(cx, in_flight) {
+            // Best effort, once: a fresh socket has room for these bytes.
+            if !this.activity.close.is_cancelled() {
+                let _ = Pin::new(&mut this.io).poll_write(cx, super::head_timer::REQUEST_TIMEOUT);
+                this.activity.close_because("its request head took longer than header_read_timeout");
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.activity.reads.fetch_add(1, Ordering::Relaxed);
+            this.head.on_read(&buf.filled()[before..], in_flight);
         }
         polled
     }

@@ -3,6 +3,7 @@
 
 mod body;
 mod forward;
+mod head_timer;
 mod headers;
 mod idle;
 mod respond;
@@ -41,7 +42,8 @@ pub fn connection_builder(limits: &fulcrum_config::Limits) -> auto::Builder<Toki
         .writev(false)
         .max_buf_size(limits.max_header_bytes.max(MIN_BUFFER))
         .max_headers(limits.max_headers)
-        .header_read_timeout(limits.header_read_timeout);
+        // `head_timer` keeps heads to `header_read_timeout` and answers 408.
+        .header_read_timeout(None);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
     builder
 }
@@ -59,12 +61,13 @@ pub async fn serve<I>(
     builder: &auto::Builder<TokioExecutor>,
     connection: Arc<Connection>,
     watchlist: &Arc<idle::Watchlist>,
+    header_read_timeout: std::time::Duration,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::clone(&connection.activity);
     let _watching = watchlist.watch(Arc::clone(&activity));
-    let io = idle::Watched::new(io, Arc::clone(&activity));
+    let io = idle::Watched::new(io, Arc::clone(&activity), header_read_timeout);
     let service = service_fn(move |request| forward::handle(request, Arc::clone(&connection)));
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(serving);

@@ -1,0 +1,98 @@
+//! The HTTP/1 request-head deadline (`limits.header_read_timeout`): from
+//! the first byte of a head read while no request is in flight, the client
+//! has that long to finish it; otherwise it gets `408 Request Timeout` and
+//! the connection closes (HAProxy's `timeout http-request`). Hyper's own
+//! header timer closes without an answer, so this one replaces it.
+//!
+//! A connection that opens with the HTTP/2 preface has no head deadline
+//! (its idle clock and HTTP/2's own flow govern it); one that never sends
+//! a byte is closed by its idle clock ([`super::idle`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Context;
+use std::time::Duration;
+
+use tokio::time::Sleep;
+
+/// What a client that did not finish its head in time reads before the close.
+pub const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 43\r\nconnection: close\r\n\r\nthe request head took longer than allowed\r\n";
+
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// One connection's head deadline.
+#[derive(Debug)]
+pub struct HeadTimer {
+    timeout: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether the connection speaks HTTP/2 (unknown before its first bytes).
+    http2: Option<bool>,
+    expired: bool,
+}
+
+impl HeadTimer {
+    /// A timer giving each head `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout, deadline: None, http2: None, expired: false }
+    }
+
+    /// Whether the head deadline has passed (then the connection is done:
+    /// it reads as closed). `in_flight`: a request is being served, so no
+    /// head is pending.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>, in_flight: bool) -> bool {
+        if self.expired {
+            return true;
+        }
+        let Some(deadline) = &mut self.deadline else { return false };
+        if in_flight {
+            self.deadline = None;
+            return false;
+        }
+        self.expired = deadline.as_mut().poll(cx).is_ready();
+        self.expired
+    }
+
+    /// `bytes` were read; `in_flight`: a request is being served.
+    pub fn on_read(&mut self, bytes: &[u8], in_flight: bool) {
+        let http2 = *self.http2.get_or_insert_with(|| bytes.starts_with(HTTP2_PREFACE));
+        if !http2 && !in_flight && self.deadline.is_none() {
+            self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll(timer: &mut HeadTimer, in_flight: bool) -> bool {
+        timer.poll_expired(&mut Context::from_waker(std::task::Waker::noop()), in_flight)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_unfinished_at_its_deadline_expires_and_a_served_one_does_not() {
+        let mut timer = HeadTimer::new(Duration::from_secs(10));
+        assert!(!poll(&mut timer, false), "nothing read yet");
+        timer.on_read(b"GET / HT", false);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        timer.on_read(b"TP/1.1\r\n", false);
+        assert!(!poll(&mut timer, false));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(poll(&mut timer, false), "10 s after the head's first byte, however it trickles");
+
+        let mut served = HeadTimer::new(Duration::from_secs(10));
+        served.on_read(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", false);
+        assert!(!poll(&mut served, true), "its request is in flight: the head is done");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(!poll(&mut served, false), "the next head's clock starts at its first byte");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_connections_have_no_head_deadline() {
+        let mut timer = HeadTimer::new(Duration::from_secs(1));
+        timer.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!poll(&mut timer, false));
+    }
+}
