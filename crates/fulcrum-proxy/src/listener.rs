@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::gate::{Gate, Refused};
+use crate::gate::{Entry, Gate, Refused};
 use crate::http::{self as l7, ClientInfo, Connection};
 use crate::state::ListenerState;
 use crate::tcp;
@@ -69,8 +69,10 @@ pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Admitted here, in accept order, before a task exists.
+                let Some(entry) = admit(&acceptor, peer) else { continue };
                 let acceptor = acceptor.clone();
-                acceptor.tracker.clone().spawn(serve_connection(stream, peer, acceptor));
+                acceptor.tracker.clone().spawn(serve_connection(stream, peer, acceptor, entry));
             }
             Err(e) => {
                 // Out of file descriptors or similar: ask idle connections
@@ -85,26 +87,36 @@ pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Acceptor) {
+/// Lets `peer` in unless its network is kept out or it already has its
+/// `max_connections_per_ip`; a refused connection is dropped (closed)
+/// without a byte read.
+fn admit(acceptor: &Acceptor, peer: SocketAddr) -> Option<Entry> {
+    let state = acceptor.state.load();
+    if !state.access.is_open() {
+        let region = state.geo.as_ref().and_then(|geo| geo.region_of(peer.ip()));
+        if !state.access.admits(peer.ip(), region) {
+            acceptor.gate.refuse(Refused::Denied);
+            tracing::debug!(client = %peer, "connection refused: its network is not allowed");
+            return None;
+        }
+    }
+    let entry = acceptor.gate.enter(peer.ip(), state.max_connections_per_ip);
+    if entry.is_none() {
+        tracing::debug!(client = %peer, "connection refused: max_connections_per_ip");
+    }
+    entry
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Acceptor, _entry: Entry) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
     // Only what this connection needs is taken from the state: a
     // keep-alive connection must not keep a replaced generation alive.
-    let (protocol, tcp_pool, tls, builder, limits, admitted) = {
+    let (protocol, tcp_pool, tls, builder, limits) = {
         let state = acceptor.state.load();
-        let region = state.geo.as_ref().and_then(|geo| geo.region_of(peer.ip()));
-        let admitted = state.access.is_open() || state.access.admits(peer.ip(), region);
         let tcp_pool = (state.protocol == Protocol::Tcp).then(|| Arc::clone(&state.default_pool));
-        (state.protocol, tcp_pool, state.tls.clone(), Arc::clone(&state.builder), state.limits, admitted)
-    };
-    if !admitted {
-        acceptor.gate.refuse(Refused::Denied);
-        return tracing::debug!(client = %peer, "connection refused: its network is not allowed");
-    }
-    let per_ip = acceptor.state.load().max_connections_per_ip;
-    let Some(_entry) = acceptor.gate.enter(peer.ip(), per_ip) else {
-        return tracing::debug!(client = %peer, "connection refused: max_connections_per_ip");
+        (state.protocol, tcp_pool, state.tls.clone(), Arc::clone(&state.builder), state.limits)
     };
     let client = |proto: &'static str| ClientInfo {
         addr: peer.ip(),

@@ -238,3 +238,32 @@ async fn a_head_trickled_one_byte_a_second_gets_408_at_the_header_read_timeout()
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "after {took:?}");
     assert_eq!(backend.hits(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closes_after_its_last_request_saying_so() {
+    let backend = named_backend("a").await;
+    let (listen, admin) = (local(free_port()), local(free_port()));
+    let extra = "limits = { max_requests_per_connection = 3 }";
+    let _lb = Fulcrum::start(&config(listen, admin, backend.address, extra), admin);
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(listen).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+            let mut chunk = [0; 1024];
+            let n = stream.read(&mut chunk).unwrap();
+            answers.push(String::from_utf8_lossy(&chunk[..n]).to_lowercase());
+        }
+        let mut rest = [0; 16];
+        let closed = matches!(stream.read(&mut rest), Ok(0));
+        (answers, closed)
+    })
+    .await
+    .unwrap();
+    let (answers, closed) = answers;
+    assert!(answers.iter().all(|a| status_of(a) == 200), "{answers:?}");
+    assert!(!answers[1].contains("connection: close"));
+    assert!(answers[2].contains("connection: close"), "the third of three says so: {}", answers[2]);
+    assert!(closed, "and the connection closes after it");
+}

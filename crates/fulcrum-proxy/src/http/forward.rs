@@ -128,7 +128,13 @@ pub async fn handle(
     connection: Arc<Connection>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let in_flight = InFlightRequest::new(&connection.activity);
+    // The connection's last request says so in its response, so the client
+    // sends nothing more on it (closing after it would race the next request).
+    let closing = in_flight.is_last() && request.version() <= http::Version::HTTP_11;
     let mut response = serve_request(request, connection).await;
+    if closing {
+        response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     response.body_mut().hold(in_flight);
     Ok(response)
 }

@@ -160,7 +160,7 @@ async fn sweep(list: Weak<Watchlist>) {
 
 /// Counts one request in flight until dropped.
 #[derive(Debug)]
-pub struct InFlightRequest(Arc<Activity>);
+pub struct InFlightRequest(Arc<Activity>, bool);
 
 impl InFlightRequest {
     /// Starts counting a request on `activity`.
@@ -168,10 +168,16 @@ impl InFlightRequest {
     /// has served its `max_requests_per_connection`.
     pub fn new(activity: &Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        if activity.requests.fetch_add(1, Ordering::Relaxed) + 1 >= activity.max_requests {
+        let last = activity.requests.fetch_add(1, Ordering::Relaxed) + 1 >= activity.max_requests;
+        if last {
             activity.close_because("it served max_requests_per_connection");
         }
-        Self(Arc::clone(activity))
+        Self(Arc::clone(activity), last)
+    }
+
+    /// Whether this is the last request the connection serves.
+    pub fn is_last(&self) -> bool {
+        self.1
     }
 }
 
