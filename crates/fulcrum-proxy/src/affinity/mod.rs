@@ -301,7 +301,15 @@ impl Affinity {
                 Err(_) => {}
             }
         }
-        self.sessions.table.put(session.key, entry);
+        let table = &self.sessions.table;
+        let entry = if session.placement == Placement::Failover || entry.confirmed != 0 {
+            table.put(session.key, entry);
+            entry
+        } else {
+            // Locally, as Redis's SET NX does across instances: the first
+            // placement of a session holds.
+            table.put_first(session.key, entry, self.ttl_secs)
+        };
         session.bound = Some(entry.backend);
         session.unconfirmed = false;
         None

@@ -78,6 +78,22 @@ impl SessionTable {
         shard.put(key, entry);
     }
 
+    /// Binds `key` unless a live binding exists (a concurrent request of
+    /// the same session placed it first); returns the binding that holds.
+    pub fn put_first(&self, key: u64, entry: Entry, ttl: u32) -> Entry {
+        let mut shard = self.shard(key);
+        if let Some(existing) = shard.get(&key) {
+            if existing.backend != FORGOTTEN && entry.seen.saturating_sub(existing.seen) < ttl {
+                return *existing;
+            }
+        }
+        if shard.len() >= self.per_shard && !shard.contains(&key) {
+            shard.pop_lru();
+        }
+        shard.put(key, entry);
+        entry
+    }
+
     /// Forgets `key`.
     pub fn remove(&self, key: u64) {
         self.shard(key).pop(&key);
@@ -207,6 +223,20 @@ mod tests {
             table.put(key, entry(1, 0));
         }
         assert!(table.len() <= 1000usize.div_ceil(SHARDS) * SHARDS, "{}", table.len());
+    }
+
+    #[test]
+    fn the_first_placement_of_a_session_wins() {
+        let table = SessionTable::new(100);
+        assert_eq!(table.put_first(5, entry(1, 0), 10).backend, 1);
+        assert_eq!(
+            table.put_first(5, entry(2, 1), 10).backend,
+            1,
+            "a concurrent second placement follows the first"
+        );
+        assert_eq!(table.put_first(5, entry(2, 20), 10).backend, 2, "an expired binding is replaced");
+        table.forget(&HashMap::from([(2, 1)]), 20, 10);
+        assert_eq!(table.put_first(5, entry(3, 21), 10).backend, 3, "a forgotten one too");
     }
 
     #[test]
