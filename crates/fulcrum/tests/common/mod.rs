@@ -24,9 +24,19 @@ use tokio::net::TcpListener;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-/// A free port on 127.0.0.1 (bound and released).
+/// A free port on 127.0.0.1 (bound and released), never one this test
+/// process handed out before: the kernel may offer a just-released port
+/// again, and two listeners of one config on the same port fail to start.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running `fulcrum run` process; killed on drop.
