@@ -189,7 +189,9 @@ impl Affinity {
     /// none (`kind = "header"` and no such header).
     pub async fn lookup(&self, parts: &Parts, client: IpAddr) -> Option<Session> {
         match &self.config.kind {
-            AffinityKind::Cookie(name) => Some(self.cookie_session(find_cookie(parts, name))),
+            AffinityKind::Cookie(name) => {
+                Some(self.cookie_session(crate::hash_key::cookie(parts, name).map(str::as_bytes)))
+            }
             AffinityKind::Header(name) => {
                 let value = parts.headers.get(name.as_str())?;
                 Some(self.stored_session(mix(hash64(value.as_bytes()))).await)
@@ -372,19 +374,4 @@ fn now_secs() -> u32 {
 
 fn unix_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn find_cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a [u8]> {
-    parts
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .filter_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            Some((&pair[..eq], &pair[eq + 1..]))
-        })
-        .find(|(key, _)| *key == name.as_bytes())
-        .map(|(_, value)| value)
 }

@@ -260,7 +260,8 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
             .unwrap_or_else(|_| (request_timeout(), Attempted::default())),
     };
     attempted.placement = origin.placement();
-    if attempted.refusal.is_some() {
+    // A chunked body cut off at `max_body_bytes` is the one refusal forwarding makes.
+    if attempted.refusal == Some(crate::gate::Refused::BodyTooLarge.name()) {
         connection.gate.refuse(crate::gate::Refused::BodyTooLarge);
     }
     if let Some(ticket) = ticket {
