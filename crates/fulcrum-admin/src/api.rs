@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::{AdminState, ApiError, BackendUpdate, NewBackend, Rebalance};
+use crate::{AdminState, ApiError, BackendUpdate, CanaryAction, NewBackend, Rebalance};
 
 fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     payload
@@ -113,4 +113,38 @@ pub async fn reload(State(state): State<AdminState>) -> Response {
         )
             .into_response(),
     }
+}
+
+pub async fn routes(State(state): State<AdminState>) -> Response {
+    Json(serde_json::json!({ "routes": state.control.routes() })).into_response()
+}
+
+pub async fn switch_route(
+    State(state): State<AdminState>,
+    Path((listener, route)): Path<(String, String)>,
+    payload: Result<Json<fulcrum_config::RouteSwitch>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let switch = body(payload).map_err(|e| {
+        ApiError::new(
+            e.status,
+            format!(
+                "give {{\"pool\": NAME}} or {{\"split\": [{{\"pool\": NAME, \"weight\": N}}, ...]}}: {}",
+                e.message
+            ),
+        )
+    })?;
+    Ok(Json(state.control.switch_route(&listener, &route, switch)?).into_response())
+}
+
+pub async fn canary_action(
+    State(state): State<AdminState>,
+    Path((listener, route)): Path<(String, String)>,
+    payload: Result<Json<CanaryAction>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let action = body(payload)?.action;
+    Ok(Json(state.control.canary_action(&listener, &route, &action)?).into_response())
+}
+
+pub async fn events(State(state): State<AdminState>) -> Response {
+    Json(serde_json::json!({ "events": state.control.events() })).into_response()
 }

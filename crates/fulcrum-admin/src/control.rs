@@ -3,7 +3,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fulcrum_proxy::{BackendStats, PoolSessions, SessionsError, Stats};
+use fulcrum_proxy::{
+    BackendStats, CanaryView, Event, PoolSessions, RouteError, RouteView, SessionsError, Stats,
+};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
@@ -77,6 +79,39 @@ pub trait Control: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<usize, SessionsError>>;
     /// Forgets every session of a pool; how many there were.
     fn flush_sessions(&self, pool: String) -> BoxFuture<'static, Result<usize, SessionsError>>;
+    /// Every route with its live weights, canary and mirror.
+    fn routes(&self) -> Vec<RouteView>;
+    /// Switches a route to another pool or split (blue-green), persisted
+    /// with the other runtime changes; returns the route.
+    fn switch_route(
+        &self,
+        listener: &str,
+        route: &str,
+        switch: fulcrum_config::RouteSwitch,
+    ) -> Result<RouteView, ApiError>;
+    /// Promotes, aborts, pauses or resumes a route's canary.
+    fn canary_action(&self, listener: &str, route: &str, action: &str) -> Result<CanaryView, RouteError>;
+    /// What the balancer decided on its own, oldest first.
+    fn events(&self) -> Vec<Event>;
+}
+
+/// `POST /api/v1/routes/{listener}/{route}/canary`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryAction {
+    /// `promote`, `abort`, `pause` or `resume`.
+    pub action: String,
+}
+
+impl From<RouteError> for ApiError {
+    fn from(error: RouteError) -> Self {
+        let status = match error {
+            RouteError::NoRoute(..) => StatusCode::NOT_FOUND,
+            RouteError::NoCanary(..) | RouteError::NotNow(_) => StatusCode::CONFLICT,
+            RouteError::UnknownAction(_) => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, error.to_string())
+    }
 }
 
 /// `POST /api/v1/pools/{pool}/sessions/rebalance`.

@@ -14,7 +14,7 @@ mod control;
 mod recommend;
 
 pub use access::Access;
-pub use control::{ApiError, BackendUpdate, Control, NewBackend, Rebalance};
+pub use control::{ApiError, BackendUpdate, CanaryAction, Control, NewBackend, Rebalance};
 
 use std::sync::Arc;
 
@@ -57,6 +57,10 @@ fn router(state: AdminState) -> Router {
         .route("/api/v1/pools/{pool}/backends/{id}", patch(api::update_backend).delete(api::remove_backend))
         .route("/api/v1/pools/{pool}/sessions", get(api::sessions).delete(api::flush_sessions))
         .route("/api/v1/pools/{pool}/sessions/rebalance", post(api::rebalance_sessions))
+        .route("/api/v1/routes", get(api::routes))
+        .route("/api/v1/routes/{listener}/{route}", patch(api::switch_route))
+        .route("/api/v1/routes/{listener}/{route}/canary", post(api::canary_action))
+        .route("/api/v1/events", get(api::events))
         .route("/api/v1/reload", post(api::reload))
         .route("/api/v1/recommendations", get(api::recommendations))
         .route_layer(middleware::from_fn_with_state(state.clone(), access::require_token));

@@ -18,6 +18,7 @@
 //! (pingora's `select_with(key, max_iterations, accept)`).
 
 pub mod algorithms;
+pub mod canary;
 mod ewma;
 mod hash;
 mod load;

@@ -141,6 +141,7 @@ pub struct ListenerFile {
     pub max_connections_per_ip: Option<usize>,
     pub limits: Option<LimitsFile>,
     pub tls: Option<TlsFile>,
+    pub hsts: Option<String>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
 }
@@ -181,12 +182,22 @@ pub struct CertificateFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
+    pub name: Option<String>,
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub methods: Option<Vec<String>>,
     pub headers: Option<BTreeMap<String, String>>,
+    pub query: Option<BTreeMap<String, String>>,
     pub pool: Option<String>,
     pub split: Option<Vec<SplitFile>>,
+    pub split_key: Option<String>,
+    pub canary: Option<CanaryFile>,
+    pub redirect: Option<RedirectFile>,
+    pub mirror: Option<MirrorFile>,
+    pub strip_prefix: Option<String>,
+    pub rewrite_prefix: Option<String>,
+    pub request_headers: Option<HeaderRulesFile>,
+    pub response_headers: Option<HeaderRulesFile>,
     pub rate_limit: Option<String>,
     pub class: Option<String>,
     pub allow: Option<Vec<String>>,
@@ -197,6 +208,41 @@ pub struct RouteFile {
 pub struct SplitFile {
     pub pool: String,
     pub weight: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryFile {
+    pub pool: String,
+    pub baseline: String,
+    pub steps: Option<Vec<f64>>,
+    pub interval: Option<String>,
+    pub min_requests: Option<u64>,
+    pub max_error_rate: Option<f64>,
+    pub max_p99_ratio: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectFile {
+    pub to: String,
+    pub status: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorFile {
+    pub pool: String,
+    pub percent: Option<f64>,
+    pub max_in_flight: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRulesFile {
+    pub set: Option<BTreeMap<String, String>>,
+    pub add: Option<BTreeMap<String, String>>,
+    pub remove: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ mod error;
 mod file;
 mod limits;
 mod model;
+mod release;
 mod resilience;
 mod runtime;
 mod span;
@@ -32,8 +33,15 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use limits::{AccessList, Limits};
 pub use model::*;
-pub use resilience::{CircuitBreaker, HealthCheck, PassiveHealth, ProbeKind, Retries, RetryOn};
-pub use runtime::{AddedBackend, BackendChange, Overlay, PoolOverlay};
+pub use release::{
+    Canary, HeaderRules, Mirror, Piece, Redirect, Template, Variable, DEFAULT_CANARY_INTERVAL,
+    DEFAULT_CANARY_MAX_ERROR_RATE, DEFAULT_CANARY_MAX_P99_RATIO, DEFAULT_CANARY_MIN_REQUESTS,
+    DEFAULT_CANARY_STEPS, DEFAULT_MIRROR_MAX_IN_FLIGHT, DEFAULT_MIRROR_PERCENT, DEFAULT_REDIRECT_STATUS,
+};
+pub use resilience::{
+    CircuitBreaker, HealthCheck, PassiveHealth, ProbeKind, Retries, RetryOn, DEFAULT_MAX_REPLAY_BODY,
+};
+pub use runtime::{AddedBackend, BackendChange, Overlay, PoolOverlay, RouteSwitch, SplitPart};
 
 use std::path::{Path, PathBuf};
 

@@ -193,6 +193,8 @@ pub struct Listener {
     pub limits: crate::Limits,
     /// Certificates, for `https`.
     pub tls: Option<Tls>,
+    /// `Strict-Transport-Security` added to every response (https only).
+    pub hsts: Option<String>,
     /// L7 routing rules; the first match wins.
     pub routes: Vec<Route>,
 }
@@ -227,6 +229,9 @@ pub struct CertificatePaths {
 /// One L7 routing rule: all given conditions must match.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
+    /// Unique within the listener; the admin API addresses the route by
+    /// it (default: the route's index, from 0).
+    pub name: String,
     /// Host condition, without port.
     pub host: Option<HostMatch>,
     /// Path prefix condition.
@@ -235,8 +240,23 @@ pub struct Route {
     pub methods: Vec<String>,
     /// Exact header matches (lower-case names).
     pub headers: Vec<(String, String)>,
+    /// Exact query parameter matches (decoded).
+    pub query: Vec<(String, String)>,
     /// Where matching requests go.
     pub target: RouteTarget,
+    /// What keeps a client in one variant of a split or canary (default:
+    /// none, each request is split on its own).
+    pub split_key: Option<HashKey>,
+    /// Copies of a share of requests to a shadow pool.
+    pub mirror: Option<crate::Mirror>,
+    /// Path prefix removed before forwarding.
+    pub strip_prefix: Option<String>,
+    /// Path prefix added before forwarding (after `strip_prefix`).
+    pub rewrite_prefix: Option<String>,
+    /// Changes to the request's headers, after `X-Forwarded-*`.
+    pub request_headers: crate::HeaderRules,
+    /// Changes to the response's headers.
+    pub response_headers: crate::HeaderRules,
     /// Rate limit matching requests are counted against (besides the listener's).
     pub rate_limit: Option<String>,
     /// Traffic class of matching requests (default `default`).
@@ -255,12 +275,28 @@ pub enum HostMatch {
 }
 
 /// Where a route sends requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RouteTarget {
     /// One pool.
     Pool(String),
-    /// Pools chosen at random in proportion to their weights.
+    /// Pools chosen in proportion to their weights (by `split_key` when set).
     Split(Vec<(String, u32)>),
+    /// A canary pool taking a growing share from its baseline.
+    Canary(crate::Canary),
+    /// No pool: the balancer answers with a redirect.
+    Redirect(crate::Redirect),
+}
+
+impl RouteTarget {
+    /// Every pool the target may send to.
+    pub fn pools(&self) -> Vec<&str> {
+        match self {
+            Self::Pool(pool) => vec![pool],
+            Self::Split(parts) => parts.iter().map(|(p, _)| p.as_str()).collect(),
+            Self::Canary(canary) => vec![&canary.pool, &canary.baseline],
+            Self::Redirect(_) => Vec::new(),
+        }
+    }
 }
 
 /// A set of backends and how to balance over them.

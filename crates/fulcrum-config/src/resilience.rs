@@ -9,6 +9,9 @@ use crate::file::{CircuitBreakerFile, HealthCheckFile, PassiveHealthFile, Retrie
 use crate::span::KeyPath;
 use crate::validate::Validator;
 
+/// `retries.max_replay_body`: largest request body kept for a retry (or a mirrored copy).
+pub const DEFAULT_MAX_REPLAY_BODY: u64 = 64 * 1024;
+
 /// How a backend is probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeKind {
@@ -276,7 +279,7 @@ impl Validator<'_> {
             budget_percent,
             min_retries_per_second: raw.min_retries_per_second.unwrap_or(10),
             retry_non_idempotent: raw.retry_non_idempotent.unwrap_or(false),
-            max_replay_body: raw.max_replay_body.unwrap_or(64 * 1024),
+            max_replay_body: raw.max_replay_body.unwrap_or(DEFAULT_MAX_REPLAY_BODY),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Changes an operator made at runtime (through the admin API), kept apart
 //! from the config file and layered over it: backends added, removed or
-//! re-weighted, and operator states. The overlay is persisted next to the
+//! re-weighted, operator states, and routes switched to another pool or
+//! split (blue-green). The overlay is persisted next to the
 //! config as JSON (atomically: write, fsync, rename, fsync the directory)
 //! and re-applied on every start and reload, so nothing an operator did is
 //! silently lost.
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::file::{BackendFile, FileConfig};
+use crate::file::{BackendFile, FileConfig, SplitFile};
 
 /// Runtime changes to one pool.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,13 +58,36 @@ pub struct BackendChange {
     pub state: Option<String>,
 }
 
-/// Every runtime change, by pool.
+/// A route's action replaced at runtime: one pool, or a split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RouteSwitch {
+    /// Every request to this pool.
+    Pool(String),
+    /// Requests split over these pools by weight.
+    Split(Vec<SplitPart>),
+}
+
+/// One pool of a runtime split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitPart {
+    /// The pool.
+    pub pool: String,
+    /// Its weight.
+    pub weight: u32,
+}
+
+/// Every runtime change, by pool and by listener and route.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Overlay {
     /// Changes per pool name.
     #[serde(default)]
     pub pools: BTreeMap<String, PoolOverlay>,
+    /// Route switches per listener name, then route name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, BTreeMap<String, RouteSwitch>>,
 }
 
 impl Overlay {
@@ -142,7 +166,46 @@ impl Overlay {
                 }
             }
         }
+        for (listener_name, switches) in &self.routes {
+            let Some(listener) = raw.listeners.iter_mut().find(|l| l.name == *listener_name) else {
+                warnings.push(format!(
+                    "runtime route changes for listener `{listener_name}` skipped: the config has no such listener"
+                ));
+                continue;
+            };
+            for (route_name, switch) in switches {
+                let found = listener.routes.iter_mut().enumerate().find(|(i, r)| {
+                    r.name.as_deref().map_or_else(|| i.to_string() == *route_name, |n| n == route_name)
+                });
+                let Some((_, route)) = found else {
+                    warnings.push(format!(
+                        "runtime change of route `{route_name}` of listener `{listener_name}` skipped: no such route"
+                    ));
+                    continue;
+                };
+                // The switch replaces the route's action, whatever it was.
+                route.canary = None;
+                route.redirect = None;
+                (route.pool, route.split) = match switch {
+                    RouteSwitch::Pool(pool) => (Some(pool.clone()), None),
+                    RouteSwitch::Split(parts) => (
+                        None,
+                        Some(
+                            parts
+                                .iter()
+                                .map(|p| SplitFile { pool: p.pool.clone(), weight: p.weight })
+                                .collect(),
+                        ),
+                    ),
+                };
+            }
+        }
         warnings
+    }
+
+    /// Records a route switched to another pool or split.
+    pub fn switch_route(&mut self, listener: &str, route: &str, switch: RouteSwitch) {
+        self.routes.entry(listener.to_string()).or_default().insert(route.to_string(), switch);
     }
 
     /// Records an added backend (undoing an earlier removal of it).

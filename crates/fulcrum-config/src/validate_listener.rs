@@ -77,12 +77,29 @@ impl Validator<'_> {
         if protocol == Protocol::Tcp && !raw.routes.is_empty() {
             self.error(&path.key("routes"), "a tcp listener cannot route by HTTP rules; remove `routes`");
         }
-        let routes = raw
+        let routes: Vec<Route> = raw
             .routes
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| self.route(r, &path.key("routes").index(i), pools))
+            .filter_map(|(i, r)| self.route(r, i, &path.key("routes").index(i), pools))
             .collect();
+        let mut route_names = HashSet::new();
+        for (i, route) in raw.routes.iter().enumerate() {
+            let name = route.name.clone().unwrap_or_else(|| i.to_string());
+            let path = path.key("routes").index(i).key("name");
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                self.error(&path, "a route name is letters, digits, `-`, `_` and `.`");
+            } else if !route_names.insert(name.clone()) {
+                self.error(&path, format!("another route of this listener is named `{name}`"));
+            }
+        }
+        let hsts = raw.hsts.clone();
+        if hsts.is_some() && protocol != Protocol::Https {
+            self.error(&path.key("hsts"), "only an https listener sends Strict-Transport-Security");
+        }
+        if hsts.as_ref().is_some_and(|h| h.is_empty() || h.bytes().any(|b| b < 0x20 || b == 0x7f)) {
+            self.error(&path.key("hsts"), "must be a header value such as \"max-age=31536000\"");
+        }
         Some(Listener {
             name: raw.name.clone(),
             listen: listen?,
@@ -99,6 +116,7 @@ impl Validator<'_> {
                 .positive(&path.key("max_connections_per_ip"), raw.max_connections_per_ip),
             limits: self.limits(raw.limits.as_ref(), &path.key("limits")),
             tls,
+            hsts,
             routes,
         })
     }
@@ -140,7 +158,13 @@ impl Validator<'_> {
         }
     }
 
-    fn route(&mut self, raw: &RouteFile, path: &KeyPath, pools: &HashSet<&str>) -> Option<Route> {
+    fn route(
+        &mut self,
+        raw: &RouteFile,
+        index: usize,
+        path: &KeyPath,
+        pools: &HashSet<&str>,
+    ) -> Option<Route> {
         let host = raw.host.as_ref().map(|h| match h.to_ascii_lowercase().strip_prefix('*') {
             Some(suffix) => HostMatch::Wildcard(suffix.to_string()),
             None => HostMatch::Exact(h.to_ascii_lowercase()),
@@ -163,34 +187,70 @@ impl Validator<'_> {
         }
         let headers =
             raw.headers.iter().flatten().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
-        let target = match (&raw.pool, &raw.split) {
-            (Some(pool), None) => {
-                self.pool_ref(&path.key("pool"), pool, pools);
-                RouteTarget::Pool(pool.clone())
+        let query = raw.query.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let actions = [raw.pool.is_some(), raw.split.is_some(), raw.canary.is_some(), raw.redirect.is_some()];
+        if actions.iter().filter(|&&given| given).count() != 1 {
+            self.error(path, "a route needs exactly one of `pool`, `split`, `canary` or `redirect`");
+            return None;
+        }
+        let target = if let Some(pool) = &raw.pool {
+            self.pool_ref(&path.key("pool"), pool, pools);
+            RouteTarget::Pool(pool.clone())
+        } else if let Some(split) = &raw.split {
+            if split.is_empty() {
+                self.error(&path.key("split"), "needs at least one { pool, weight }");
             }
-            (None, Some(split)) => {
-                if split.is_empty() {
-                    self.error(&path.key("split"), "needs at least one { pool, weight }");
-                }
-                for (i, part) in split.iter().enumerate() {
-                    self.pool_ref(&path.key("split").index(i).key("pool"), &part.pool, pools);
-                }
-                if split.iter().all(|p| p.weight == 0) {
-                    self.error(&path.key("split"), "at least one weight must be above zero");
-                }
-                RouteTarget::Split(split.iter().map(|p| (p.pool.clone(), p.weight)).collect())
+            for (i, part) in split.iter().enumerate() {
+                self.pool_ref(&path.key("split").index(i).key("pool"), &part.pool, pools);
             }
-            _ => {
-                self.error(path, "a route needs exactly one of `pool` or `split`");
-                return None;
+            if split.iter().all(|p| p.weight == 0) {
+                self.error(&path.key("split"), "at least one weight must be above zero");
             }
+            RouteTarget::Split(split.iter().map(|p| (p.pool.clone(), p.weight)).collect())
+        } else if let Some(canary) = &raw.canary {
+            self.pool_ref(&path.key("canary").key("pool"), &canary.pool, pools);
+            self.pool_ref(&path.key("canary").key("baseline"), &canary.baseline, pools);
+            RouteTarget::Canary(self.canary(canary, &path.key("canary")))
+        } else {
+            let redirect = raw.redirect.as_ref().expect("exactly one action is given");
+            RouteTarget::Redirect(self.redirect(redirect, &path.key("redirect"))?)
         };
+        let split_key = raw.split_key.as_ref().and_then(|key| self.split_key(&path.key("split_key"), key));
+        if split_key.is_some() && !matches!(target, RouteTarget::Split(_) | RouteTarget::Canary(_)) {
+            self.error(&path.key("split_key"), "only a route with `split` or `canary` splits by a key");
+        }
+        let mirror = raw.mirror.as_ref().map(|m| {
+            self.pool_ref(&path.key("mirror").key("pool"), &m.pool, pools);
+            self.mirror(m, &path.key("mirror"))
+        });
+        let request_headers = self.header_rules(raw.request_headers.as_ref(), &path.key("request_headers"));
+        if matches!(target, RouteTarget::Redirect(_)) {
+            let forwarding = [
+                ("mirror", mirror.is_some()),
+                ("strip_prefix", raw.strip_prefix.is_some()),
+                ("rewrite_prefix", raw.rewrite_prefix.is_some()),
+                ("request_headers", !request_headers.is_empty()),
+            ];
+            for (key, given) in forwarding {
+                if given {
+                    self.error(&path.key(key), "a redirect forwards nothing; remove it or the redirect");
+                }
+            }
+        }
         Some(Route {
+            name: raw.name.clone().unwrap_or_else(|| index.to_string()),
             host,
             path_prefix: raw.path_prefix.clone(),
             methods,
             headers,
+            query,
             target,
+            split_key,
+            mirror,
+            strip_prefix: self.prefix(&path.key("strip_prefix"), raw.strip_prefix.as_ref()),
+            rewrite_prefix: self.prefix(&path.key("rewrite_prefix"), raw.rewrite_prefix.as_ref()),
+            request_headers,
+            response_headers: self.header_rules(raw.response_headers.as_ref(), &path.key("response_headers")),
             rate_limit: raw.rate_limit.clone(),
             class: raw.class.clone().unwrap_or_else(|| crate::DEFAULT_CLASS.to_string()),
             allow: self.networks(&path.key("allow"), raw.allow.as_ref()),

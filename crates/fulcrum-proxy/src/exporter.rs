@@ -29,6 +29,10 @@ pub struct PoolsCollector {
     pub limiters: Vec<Arc<crate::admission::rate_limit::RateLimiter>>,
     /// Every listener's gate, by listener name.
     pub gates: Vec<(String, Arc<crate::gate::Gate>)>,
+    /// Every route's live canary.
+    pub canaries: Vec<Arc<crate::release::canary::LiveCanary>>,
+    /// Every mirrored route's counts.
+    pub mirrors: Vec<Arc<crate::release::mirror::MirrorSlots>>,
 }
 
 fn describe<'a>(
@@ -119,6 +123,7 @@ impl Collector for PoolsCollector {
         }
         self.encode_affinity(&mut encoder)?;
         self.encode_refused(&mut encoder)?;
+        self.encode_release(&mut encoder)?;
         self.encode_admission(&mut encoder)
     }
 }
@@ -137,6 +142,51 @@ impl PoolsCollector {
                 let labels =
                     [("listener".to_string(), listener.clone()), ("reason".into(), why.name().into())];
                 ConstCounter::new(gate.refused(why)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Canary states and weights, and mirrored copies by result.
+    fn encode_release(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let route = |listener: &str, route: &str| {
+            vec![("listener".to_string(), listener.to_string()), ("route".into(), route.into())]
+        };
+        if !self.canaries.is_empty() {
+            let mut family = describe(
+                encoder,
+                "lb_canary_state",
+                "Canary state by route: 0 rolled back, 1 progressing, 2 promoted.",
+                MetricType::Gauge,
+            )?;
+            for canary in &self.canaries {
+                let labels = route(&canary.listener, &canary.route);
+                ConstGauge::new(canary.phase().gauge()).encode(family.encode_family(&labels)?)?;
+            }
+            let mut family = describe(
+                encoder,
+                "lb_canary_weight",
+                "Percent of the route's traffic the canary pool takes.",
+                MetricType::Gauge,
+            )?;
+            for canary in &self.canaries {
+                let labels = route(&canary.listener, &canary.route);
+                ConstGauge::new(f64::from(canary.share()) / 100.0).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        if !self.mirrors.is_empty() {
+            let mut family = describe(
+                encoder,
+                "lb_mirror",
+                "Mirrored copies of requests by route and result.",
+                MetricType::Counter,
+            )?;
+            for mirror in &self.mirrors {
+                for (result, count) in mirror.counts() {
+                    let mut labels = route(&mirror.listener, &mirror.route);
+                    labels.push(("result".into(), result.name().into()));
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         Ok(())

@@ -16,6 +16,7 @@ mod attempt;
 mod backend;
 mod clock;
 mod error;
+mod events;
 mod exporter;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -28,6 +29,7 @@ mod http;
 mod listener;
 mod metrics;
 mod pool;
+mod release;
 mod request_body;
 mod rng;
 mod route;
@@ -42,6 +44,9 @@ mod tiers;
 mod tls;
 mod upstream;
 
+pub use events::Event;
+pub use release::canary::{CanaryView, Figures, Judged};
+pub use release::view::{MirrorView, RouteError, RouteView, WeightView};
 pub use server::Proxy;
 pub use stats::{
     AdmissionStats, BackendSessions, BackendStats, ListenerStats, PoolSessions, PoolStats, SessionsError,

@@ -1,24 +1,50 @@
 //! L7 routing: a listener's rules, compiled against the running pools.
 //! Rules are tried in order and the first whose every condition matches
-//! wins; a split picks one of its pools at random in proportion to weight.
+//! wins. Its action sends the request to one pool, to one of a split's
+//! pools in proportion to their weights, to a canary or its baseline, or
+//! answers it with a redirect.
+//!
+//! A split (or canary) with a `split_key` is sticky: the key's hash picks
+//! a point in the weights' range, so one key always lands in the same
+//! variant, and growing the first variant's weight only moves keys from
+//! the others to it (the cumulative-weight buckets of Envoy's
+//! `runtime_fraction` and Istio's weighted destinations, keyed by a hash
+//! instead of a random draw).
 
 use std::sync::Arc;
 
-use fulcrum_config::{HostMatch, Route, RouteTarget};
+use fulcrum_balance::{hash64, mix64};
+use fulcrum_config::{HashKey, HeaderRules, HostMatch, Redirect, Route, RouteTarget};
 use http::request::Parts;
 use http::HeaderName;
 
 use crate::admission::rate_limit::RateLimiter;
 use crate::pool::Pool;
+use crate::release::canary::{LiveCanary, Side, BASIS};
+use crate::release::mirror::{Mirror, MirrorSlots};
 
 /// One compiled rule.
 #[derive(Debug)]
 pub struct CompiledRoute {
+    /// Unique within its listener.
+    pub name: String,
     host: Option<HostMatch>,
     path_prefix: Option<String>,
     methods: Vec<http::Method>,
     headers: Vec<(HeaderName, String)>,
+    query: Vec<(String, String)>,
     target: Target,
+    split_key: Option<HashKey>,
+    /// Copies of a share of its requests, when mirrored.
+    pub mirror: Option<Mirror>,
+    /// Path prefix removed before forwarding.
+    pub strip_prefix: Option<String>,
+    /// Path prefix added before forwarding.
+    pub rewrite_prefix: Option<String>,
+    /// Changes to forwarded requests' headers.
+    pub request_headers: HeaderRules,
+    /// Changes to responses' headers.
+    pub response_headers: HeaderRules,
     /// The rate limit of matching requests, besides the listener's.
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// The traffic class of matching requests.
@@ -31,30 +57,66 @@ pub struct CompiledRoute {
 enum Target {
     Pool(Arc<Pool>),
     Split { pools: Vec<(Arc<Pool>, u32)>, total: u32 },
+    Canary { canary: Arc<Pool>, baseline: Arc<Pool>, live: Arc<LiveCanary> },
+    Redirect(Redirect),
+}
+
+/// What compiling a route looks up by name: the running pools and rate
+/// limits, and the canaries and mirror slots that outlive one config
+/// generation.
+pub struct Resolver<'a> {
+    /// A pool by name (validation guarantees it exists).
+    pub pool: &'a dyn Fn(&str) -> Arc<Pool>,
+    /// A rate limit by name.
+    pub rate_limit: &'a dyn Fn(&str) -> Arc<RateLimiter>,
+    /// The live canary of a route (by route name).
+    pub canary: &'a dyn Fn(&str, &fulcrum_config::Canary) -> Arc<LiveCanary>,
+    /// The mirror slots of a route (by route name, with `max_in_flight`).
+    pub mirror_slots: &'a dyn Fn(&str, usize) -> Arc<MirrorSlots>,
+}
+
+impl std::fmt::Debug for Resolver<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
 }
 
 impl CompiledRoute {
-    /// Compiles `route`, resolving pool names through `pool_by_name`
-    /// (validation guarantees they exist).
-    pub fn compile(
-        route: &Route,
-        pool_by_name: &dyn Fn(&str) -> Arc<Pool>,
-        limit_by_name: &dyn Fn(&str) -> Arc<RateLimiter>,
-    ) -> Self {
+    /// Compiles `route`, resolving what it names through `resolve`.
+    pub fn compile(route: &Route, resolve: &Resolver<'_>) -> Self {
         let target = match &route.target {
-            RouteTarget::Pool(name) => Target::Pool(pool_by_name(name)),
+            RouteTarget::Pool(name) => Target::Pool((resolve.pool)(name)),
             RouteTarget::Split(parts) => Target::Split {
-                pools: parts.iter().map(|(name, w)| (pool_by_name(name), *w)).collect(),
+                pools: parts.iter().map(|(name, w)| ((resolve.pool)(name), *w)).collect(),
                 total: parts.iter().map(|(_, w)| w).sum(),
             },
+            RouteTarget::Canary(canary) => Target::Canary {
+                canary: (resolve.pool)(&canary.pool),
+                baseline: (resolve.pool)(&canary.baseline),
+                live: (resolve.canary)(&route.name, canary),
+            },
+            RouteTarget::Redirect(redirect) => Target::Redirect(redirect.clone()),
         };
+        let mirror = route.mirror.as_ref().map(|m| Mirror {
+            pool: (resolve.pool)(&m.pool),
+            share: (m.percent * 100.0).round() as u32,
+            slots: (resolve.mirror_slots)(&route.name, m.max_in_flight),
+        });
         Self {
+            name: route.name.clone(),
             host: route.host.clone(),
             path_prefix: route.path_prefix.clone(),
             methods: route.methods.iter().filter_map(|m| m.parse().ok()).collect(),
             headers: route.headers.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.clone()))).collect(),
+            query: route.query.clone(),
             target,
-            rate_limit: route.rate_limit.as_deref().map(limit_by_name),
+            split_key: route.split_key.clone(),
+            mirror,
+            strip_prefix: route.strip_prefix.clone(),
+            rewrite_prefix: route.rewrite_prefix.clone(),
+            request_headers: route.request_headers.clone(),
+            response_headers: route.response_headers.clone(),
+            rate_limit: route.rate_limit.as_deref().map(resolve.rate_limit),
             class: route.class.as_str().into(),
             allow: route.allow.clone(),
         }
@@ -78,25 +140,114 @@ impl CompiledRoute {
                 .headers
                 .iter()
                 .all(|(name, want)| request.headers.get(name).is_some_and(|v| v == want.as_str()))
+            && (self.query.is_empty() || self.query_matches(request))
     }
 
-    /// The pool this rule sends a matching request to.
-    pub fn pool(&self) -> &Arc<Pool> {
+    /// Every configured parameter is in the query with the wanted value
+    /// (compared decoded: `v=a%20b` matches `"a b"`).
+    fn query_matches(&self, request: &Parts) -> bool {
+        let Some(query) = request.uri.query() else { return false };
+        self.query.iter().all(|(name, want)| {
+            form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == name.as_str() && v == want.as_str())
+        })
+    }
+
+    /// The pool a matching request goes to and, for a canary, which side
+    /// it is; `None` for a redirect.
+    pub fn pick(&self, request: &Parts, client: std::net::IpAddr) -> Option<(&Arc<Pool>, Option<Side>)> {
         match &self.target {
-            Target::Pool(pool) => pool,
+            Target::Pool(pool) => Some((pool, None)),
             Target::Split { pools, total } => {
-                let mut ticket = crate::rng::with_rng(|rng| rng.below(u64::from(*total))) as u32;
+                let mut ticket = self.draw(request, client, *total);
                 for (pool, weight) in pools {
                     if ticket < *weight {
-                        return pool;
+                        return Some((pool, None));
                     }
                     ticket -= weight;
                 }
-                &pools[pools.len() - 1].0
+                Some((&pools[pools.len() - 1].0, None))
             }
+            Target::Canary { canary, baseline, live } => {
+                // The canary's range comes first, so growing it only takes
+                // keys from the baseline.
+                if self.draw(request, client, BASIS) < live.share() {
+                    Some((canary, Some(Side::Canary)))
+                } else {
+                    Some((baseline, Some(Side::Baseline)))
+                }
+            }
+            Target::Redirect(_) => None,
         }
     }
+
+    /// A number below `total`: the split key's place when there is a key,
+    /// else random.
+    fn draw(&self, request: &Parts, client: std::net::IpAddr, total: u32) -> u32 {
+        let Some(key) = &self.split_key else {
+            return crate::rng::with_rng(|rng| rng.below(u64::from(total))) as u32;
+        };
+        let value = match key {
+            HashKey::Header(name) => request.headers.get(name.as_str()).map(|v| hash64(v.as_bytes())),
+            HashKey::Cookie(name) => crate::hash_key::cookie(request, name).map(|v| hash64(v.as_bytes())),
+            _ => None,
+        };
+        // A request without the key is placed by its client's address.
+        let hash = value.unwrap_or_else(|| hash64(&crate::hash_key::masked(client, 32, 128).to_be_bytes()));
+        // Salted, so the variant says nothing of the backend a hashing
+        // algorithm would pick for the same key.
+        let spread = mix64(hash ^ SPLIT_SALT);
+        ((u128::from(spread) * u128::from(total)) >> 64) as u32
+    }
+
+    /// The redirect this route answers with, if it is one.
+    pub fn redirect(&self) -> Option<&Redirect> {
+        match &self.target {
+            Target::Redirect(redirect) => Some(redirect),
+            _ => None,
+        }
+    }
+
+    /// The route's live canary, if it has one.
+    pub fn canary(&self) -> Option<&Arc<LiveCanary>> {
+        match &self.target {
+            Target::Canary { live, .. } => Some(live),
+            _ => None,
+        }
+    }
+
+    /// The pools and weights requests are split over now (a canary's as
+    /// percentages); empty for a redirect.
+    pub fn weights(&self) -> Vec<(String, f64)> {
+        match &self.target {
+            Target::Pool(pool) => vec![(pool.name.to_string(), 100.0)],
+            Target::Split { pools, .. } => {
+                pools.iter().map(|(p, w)| (p.name.to_string(), f64::from(*w))).collect()
+            }
+            Target::Canary { canary, baseline, live } => {
+                let percent = f64::from(live.share()) / 100.0;
+                vec![(canary.name.to_string(), percent), (baseline.name.to_string(), 100.0 - percent)]
+            }
+            Target::Redirect(_) => Vec::new(),
+        }
+    }
+
+    /// What the route does: `pool`, `split`, `canary` or `redirect`.
+    pub fn action(&self) -> &'static str {
+        match &self.target {
+            Target::Pool(_) => "pool",
+            Target::Split { .. } => "split",
+            Target::Canary { .. } => "canary",
+            Target::Redirect(_) => "redirect",
+        }
+    }
+
+    /// Whether forwarding must rewrite anything of the request.
+    pub fn rewrites_request(&self) -> bool {
+        self.strip_prefix.is_some() || self.rewrite_prefix.is_some() || !self.request_headers.is_empty()
+    }
 }
+
+const SPLIT_SALT: u64 = 0x5bd1_e995_3c6e_f372;
 
 /// The host of a request without its port, from `Host` or the URI.
 pub fn request_host(request: &Parts) -> Option<&str> {

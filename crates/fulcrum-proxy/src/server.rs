@@ -2,6 +2,7 @@
 //! diff, and drains on shutdown. This is the control plane; nothing here
 //! runs per request.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,11 +15,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::rate_limit::RateLimiter;
+use crate::events::Events;
 use crate::gate::Gate;
 use crate::health_check::Probers;
 use crate::listener::{self, Acceptor};
 use crate::pool::{Pool, Shared};
-use crate::route::CompiledRoute;
+use crate::release::canary::LiveCanary;
+use crate::release::mirror::MirrorSlots;
+use crate::route::{CompiledRoute, Resolver};
 use crate::shared_store::SharedStore;
 use crate::state::ListenerState;
 use crate::stats::{
@@ -34,6 +38,8 @@ pub struct Proxy {
     drain: CancellationToken,
     /// Every open HTTP connection, swept for idle timeouts.
     watchlist: Arc<crate::http::Watchlist>,
+    /// What the balancer decided on its own (canary steps and rollbacks).
+    events: Arc<Events>,
 }
 
 #[derive(Debug)]
@@ -47,6 +53,10 @@ struct Running {
     store: Option<Arc<SharedStore>>,
     /// Rate limits by name, each kept (with its counts) while unchanged.
     limiters: BTreeMap<String, Arc<RateLimiter>>,
+    /// Live canaries by listener and route, kept while their config is unchanged.
+    canaries: BTreeMap<(String, String), Arc<LiveCanary>>,
+    /// Mirror slots and counts by listener and route.
+    mirrors: BTreeMap<(String, String), Arc<MirrorSlots>>,
     listeners: HashMap<SocketAddr, RunningListener>,
 }
 
@@ -70,11 +80,14 @@ impl Proxy {
                 probers: BTreeMap::new(),
                 store: None,
                 limiters: BTreeMap::new(),
+                canaries: BTreeMap::new(),
+                mirrors: BTreeMap::new(),
                 listeners: HashMap::new(),
             }),
             tracker: TaskTracker::new(),
             drain: CancellationToken::new(),
             watchlist: crate::http::Watchlist::start(),
+            events: Arc::default(),
         });
         proxy.apply(config)?;
         tokio::spawn(tick_pools(Arc::downgrade(&proxy)));
@@ -143,6 +156,8 @@ impl Proxy {
         // touching anything, so a failure leaves the running config intact.
         let mut states = Vec::new();
         let mut bound = Vec::new();
+        let canaries = RefCell::new(BTreeMap::new());
+        let mirrors = RefCell::new(BTreeMap::new());
         for listener in &config.listeners {
             let tls = match (&listener.tls, listener.protocol) {
                 (Some(tls), Protocol::Https) => Some(
@@ -151,15 +166,30 @@ impl Proxy {
                 ),
                 _ => None,
             };
-            let routes = listener
-                .routes
-                .iter()
-                .map(|r| {
-                    CompiledRoute::compile(r, &|name| Arc::clone(&pools[name]), &|name| {
-                        Arc::clone(&limiters[name])
-                    })
-                })
-                .collect();
+            let key = |route: &str| (listener.name.clone(), route.to_string());
+            let canary = |route: &str, wanted: &fulcrum_config::Canary| {
+                let kept = running.canaries.get(&key(route)).filter(|c| c.config == *wanted).cloned();
+                let live = kept.unwrap_or_else(|| {
+                    LiveCanary::start(&listener.name, route, wanted, Arc::clone(&self.events))
+                });
+                canaries.borrow_mut().insert(key(route), Arc::clone(&live));
+                live
+            };
+            let mirror_slots = |route: &str, max_in_flight: usize| {
+                let kept =
+                    running.mirrors.get(&key(route)).filter(|m| m.max_in_flight == max_in_flight).cloned();
+                let slots = kept.unwrap_or_else(|| MirrorSlots::new(&listener.name, route, max_in_flight));
+                mirrors.borrow_mut().insert(key(route), Arc::clone(&slots));
+                slots
+            };
+            let resolver = Resolver {
+                pool: &|name| Arc::clone(&pools[name]),
+                rate_limit: &|name| Arc::clone(&limiters[name]),
+                canary: &canary,
+                mirror_slots: &mirror_slots,
+            };
+            let routes =
+                listener.routes.iter().map(|r| Arc::new(CompiledRoute::compile(r, &resolver))).collect();
             let state = ListenerState {
                 name: listener.name.clone(),
                 protocol: listener.protocol,
@@ -173,6 +203,7 @@ impl Proxy {
                 max_connections: listener.max_connections,
                 max_connections_per_ip: listener.max_connections_per_ip,
                 limits: listener.limits,
+                hsts: listener.hsts.as_deref().and_then(|h| http::HeaderValue::from_str(h).ok()),
                 builder: Arc::new(crate::http::connection_builder(&listener.limits)),
             };
             if !running.listeners.contains_key(&listener.listen) {
@@ -223,6 +254,8 @@ impl Proxy {
         running.pools = pools;
         running.store = store;
         running.limiters = limiters;
+        running.canaries = canaries.into_inner();
+        running.mirrors = mirrors.into_inner();
         running.config = config;
         Ok(changes)
     }
@@ -268,7 +301,7 @@ impl Proxy {
     /// `promtool` and older scrapers parse: counters' HELP/TYPE name the
     /// `_total` series, no `# EOF`).
     pub fn encode_metrics(&self, openmetrics: bool) -> String {
-        let (pools, store_errors, limiters, gates) = {
+        let (pools, store_errors, limiters, gates, canaries, mirrors) = {
             let running = self.lock();
             let gates = running
                 .config
@@ -281,6 +314,8 @@ impl Proxy {
                 running.store.as_ref().map(|s| s.errors()),
                 running.limiters.values().cloned().collect(),
                 gates,
+                running.canaries.values().cloned().collect(),
+                running.mirrors.values().cloned().collect(),
             )
         };
         let mut registry = prometheus_client::registry::Registry::default();
@@ -289,6 +324,8 @@ impl Proxy {
             store_errors,
             limiters,
             gates,
+            canaries,
+            mirrors,
         }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)
@@ -373,6 +410,22 @@ impl Proxy {
                 })
                 .collect(),
         }
+    }
+
+    /// What every listener serves now, in config order.
+    pub(crate) fn listener_states(&self) -> Vec<Arc<ListenerState>> {
+        let running = self.lock();
+        running
+            .config
+            .listeners
+            .iter()
+            .filter_map(|l| Some(running.listeners.get(&l.listen)?.state.load_full()))
+            .collect()
+    }
+
+    /// What the balancer decided on its own, oldest first.
+    pub fn events(&self) -> Vec<crate::events::Event> {
+        self.events.all()
     }
 
     /// The pool `name` when it has affinity.

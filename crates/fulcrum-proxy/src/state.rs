@@ -10,6 +10,7 @@ use http::request::Parts;
 
 use crate::admission::rate_limit::RateLimiter;
 use crate::pool::Pool;
+use crate::release::canary::Side;
 use crate::route::{request_host, CompiledRoute};
 
 /// What one listener serves, as of the last (re)load.
@@ -20,7 +21,7 @@ pub struct ListenerState {
     /// What it speaks.
     pub protocol: Protocol,
     /// Routing rules, first match wins.
-    pub routes: Vec<CompiledRoute>,
+    pub routes: Vec<Arc<CompiledRoute>>,
     /// Pool for requests no rule matches.
     pub default_pool: Arc<Pool>,
     /// TLS acceptor, for https.
@@ -39,6 +40,8 @@ pub struct ListenerState {
     pub max_connections_per_ip: Option<usize>,
     /// Request limits.
     pub limits: fulcrum_config::Limits,
+    /// `Strict-Transport-Security` on every response, for https.
+    pub hsts: Option<http::HeaderValue>,
     /// HTTP connection settings, built from `limits`.
     pub builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
 }
@@ -46,8 +49,12 @@ pub struct ListenerState {
 /// Where a request goes and what admits it.
 #[derive(Debug)]
 pub struct Routed {
-    /// The pool.
+    /// The pool (the listener's for a redirect, which forwards nothing).
     pub pool: Arc<Pool>,
+    /// The matching route, if any.
+    pub route: Option<Arc<CompiledRoute>>,
+    /// The side of the route's canary the request went to, if it has one.
+    pub side: Option<Side>,
     /// The matching route's rate limit, if any.
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// The matching route's traffic class (`None`: `default`).
@@ -59,20 +66,30 @@ pub struct Routed {
 impl ListenerState {
     /// Where a request from `client` goes.
     pub fn route(&self, request: &Parts, client: std::net::IpAddr) -> Routed {
-        let unrouted =
-            || Routed { pool: Arc::clone(&self.default_pool), rate_limit: None, class: None, denied: false };
+        let unrouted = || Routed {
+            pool: Arc::clone(&self.default_pool),
+            route: None,
+            side: None,
+            rate_limit: None,
+            class: None,
+            denied: false,
+        };
         if self.routes.is_empty() {
             return unrouted();
         }
         let host = request_host(request);
-        match self.routes.iter().find(|r| r.matches(request, host)) {
-            Some(route) => Routed {
-                pool: Arc::clone(route.pool()),
-                rate_limit: route.rate_limit.clone(),
-                class: Some(Arc::clone(&route.class)),
-                denied: !route.allow.is_empty() && !route.allow.iter().any(|net| net.contains(client)),
-            },
-            None => unrouted(),
+        let Some(route) = self.routes.iter().find(|r| r.matches(request, host)) else { return unrouted() };
+        let (pool, side) = match route.pick(request, client) {
+            Some((pool, side)) => (Arc::clone(pool), side),
+            None => (Arc::clone(&self.default_pool), None),
+        };
+        Routed {
+            pool,
+            side,
+            rate_limit: route.rate_limit.clone(),
+            class: Some(Arc::clone(&route.class)),
+            denied: !route.allow.is_empty() && !route.allow.iter().any(|net| net.contains(client)),
+            route: Some(Arc::clone(route)),
         }
     }
 }

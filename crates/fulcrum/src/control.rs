@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use fulcrum_admin::{ApiError, BackendUpdate, Control, NewBackend};
-use fulcrum_config::{AddedBackend, BackendChange, Config, Overlay, Source};
-use fulcrum_proxy::{BackendStats, PoolSessions, Proxy, SessionsError, Stats};
+use fulcrum_config::{AddedBackend, BackendChange, Config, Overlay, RouteSwitch, Source};
+use fulcrum_proxy::{
+    BackendStats, CanaryView, Event, PoolSessions, Proxy, RouteError, RouteView, SessionsError, Stats,
+};
 use futures_util::future::BoxFuture;
 use http::StatusCode;
 
@@ -214,6 +216,32 @@ impl Control for Controller {
     fn flush_sessions(&self, pool: String) -> BoxFuture<'static, Result<usize, SessionsError>> {
         let proxy = Arc::clone(&self.0.proxy);
         Box::pin(async move { proxy.flush_sessions(&pool).await })
+    }
+
+    fn routes(&self) -> Vec<RouteView> {
+        self.0.proxy.routes()
+    }
+
+    fn switch_route(&self, listener: &str, route: &str, switch: RouteSwitch) -> Result<RouteView, ApiError> {
+        let find = || self.0.proxy.routes().into_iter().find(|r| r.listener == listener && r.name == route);
+        find().ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("listener `{listener}` has no route `{route}`"))
+        })?;
+        let mut state = self.lock();
+        let mut overlay = state.overlay.clone();
+        overlay.switch_route(listener, route, switch.clone());
+        self.commit(&mut state, overlay)?;
+        drop(state);
+        tracing::info!(%listener, %route, switch = ?switch, "route switched through the admin API");
+        find().ok_or_else(|| internal("the switched route is gone".into()))
+    }
+
+    fn canary_action(&self, listener: &str, route: &str, action: &str) -> Result<CanaryView, RouteError> {
+        self.0.proxy.canary_action(listener, route, action)
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.0.proxy.events()
     }
 
     fn reload(&self) -> Result<Vec<String>, Vec<String>> {

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use super::body::ProxyBody;
 use super::headers::{self, ClientInfo};
 use super::idle::InFlightRequest;
-use super::{respond, upgrade, validate};
+use super::{respond, rewrite, upgrade, validate};
 use crate::affinity::{Placement, Session};
 use crate::attempt::Attempt;
 use crate::backend::Backend;
@@ -143,15 +143,31 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
     let started = clock::now_nanos();
     let (mut parts, body) = request.into_parts();
     let client = connection.client.addr;
-    let (routed, access_log, listener_limit, limits) = {
+    let (routed, access_log, listener_limit, limits, hsts) = {
         let state = connection.state.load();
-        (state.route(&parts, client), state.access_log.clone(), state.rate_limit.clone(), state.limits)
+        let routed = state.route(&parts, client);
+        (routed, state.access_log.clone(), state.rate_limit.clone(), state.limits, state.hsts.clone())
     };
     let pool = routed.pool;
+    let route = routed.route.as_deref();
+    // Templates read the request as the client sent it.
+    let variables = route.filter(|r| uses_variables(r)).map(|r| {
+        if uses_request_id(r) {
+            request_id(&mut parts);
+        }
+        let scheme = if connection.client.proto == "https" { "https" } else { "http" };
+        rewrite::Variables::of(&parts, client, scheme)
+    });
     let logging = access_log.map(|log| (log, request_id(&mut parts)));
     // The client's request line and headers as received, for the log.
     let original = logging.as_ref().map(|_| clone_parts(&parts));
     let log = |mut response: Response<ProxyBody>, pool: Option<&Pool>, attempted: Attempted| {
+        if let (Some(route), Some(variables)) = (route, &variables) {
+            rewrite::apply(response.headers_mut(), &route.response_headers, variables);
+        }
+        if let Some(hsts) = &hsts {
+            response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
         if let (Some(affinity), Some(placement)) =
             (pool.and_then(|p| p.affinity.as_ref()), attempted.placement)
         {
@@ -183,6 +199,13 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
             return log(respond::rate_limited(limit, refused), Some(&pool), attempted);
         }
     }
+    if let (Some(redirect), Some(variables)) = (route.and_then(|r| r.redirect()), &variables) {
+        return log(
+            respond::redirect(redirect.status, &variables.expand(&redirect.to)),
+            None,
+            Attempted::default(),
+        );
+    }
     let key = pool.config.algorithm.uses_key().then(|| hash_key::request_key(&parts, client, &pool.config));
     let session = match &pool.affinity {
         Some(affinity) => affinity.lookup(&parts, client).await,
@@ -191,6 +214,18 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
     let mut origin = Origin { key, client, session, secure: connection.client.proto == "https" };
     let upgrade = headers::is_upgrade(&parts);
     headers::prepare_request(&mut parts, &connection.client, upgrade);
+    if let Some(route) = route.filter(|r| r.rewrites_request()) {
+        if let Some(variables) = &variables {
+            rewrite::apply(&mut parts.headers, &route.request_headers, variables);
+        }
+        if route.strip_prefix.is_some() || route.rewrite_prefix.is_some() {
+            parts.uri = rewrite::rewrite_path(
+                &parts.uri,
+                route.strip_prefix.as_deref(),
+                route.rewrite_prefix.as_deref(),
+            );
+        }
+    }
     // hyper's client sends no body for a GET or HEAD of unknown length
     // unless told to: a client's chunked GET body is forwarded chunked.
     if !http_body::Body::is_end_stream(&body)
@@ -249,6 +284,13 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         }
         None => None,
     };
+    let body = match route.and_then(|r| r.mirror.as_ref()).filter(|m| m.chosen()) {
+        Some(mirror) => match mirror_copy(mirror, &pool, &parts, body, client).await {
+            Ok(body) => body,
+            Err(response) => return log(response, Some(&pool), Attempted::default()),
+        },
+        None => body,
+    };
     let deadline = pool.timeouts.request.map(|limit| tokio::time::Instant::now() + limit);
     let forwarding = forward(&pool, parts, body, &mut origin, deadline);
     // Attempts charge a timeout to their backend themselves; this bound
@@ -260,6 +302,9 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
             .unwrap_or_else(|_| (request_timeout(), Attempted::default())),
     };
     attempted.placement = origin.placement();
+    if let (Some(side), Some(canary)) = (routed.side, route.and_then(|r| r.canary())) {
+        canary.record(side, response.status().is_server_error(), clock::now_nanos().saturating_sub(started));
+    }
     // A chunked body cut off at `max_body_bytes` is the one refusal forwarding makes.
     if attempted.refusal == Some(crate::gate::Refused::BodyTooLarge.name()) {
         connection.gate.refuse(crate::gate::Refused::BodyTooLarge);
@@ -268,6 +313,38 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         response.body_mut().hold_ticket(ticket);
     }
     log(response, Some(&pool), attempted)
+}
+
+/// Whether the route's templates need the request's variables.
+fn uses_variables(route: &crate::route::CompiledRoute) -> bool {
+    route.redirect().is_some() || !route.request_headers.is_empty() || !route.response_headers.is_empty()
+}
+
+fn uses_request_id(route: &crate::route::CompiledRoute) -> bool {
+    use fulcrum_config::Variable::RequestId;
+    route.redirect().is_some_and(|r| r.to.uses(RequestId))
+        || rewrite::rules_use(&route.request_headers, RequestId)
+        || rewrite::rules_use(&route.response_headers, RequestId)
+}
+
+/// Sends a copy of the request to the route's shadow pool. A body is
+/// copied when it is small enough to keep (the pool's `max_replay_body`);
+/// the primary then forwards the kept bytes.
+async fn mirror_copy(
+    mirror: &crate::release::mirror::Mirror,
+    pool: &Pool,
+    parts: &Parts,
+    body: RequestBody,
+    client: std::net::IpAddr,
+) -> Result<RequestBody, Response<ProxyBody>> {
+    let limit =
+        pool.config.retries.as_ref().map_or(fulcrum_config::DEFAULT_MAX_REPLAY_BODY, |r| r.max_replay_body);
+    let body = replayable(body, parts, limit).await?;
+    match &body {
+        RequestBody::Replay(bytes) => mirror.send(clone_parts(parts), bytes.clone(), client),
+        _ => mirror.slots.count(crate::release::mirror::MirrorResult::TooLarge),
+    }
+    Ok(body)
 }
 
 /// Why a request is refused by the listener's limits or its route's
@@ -591,7 +668,8 @@ fn is_gateway_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 502..=504)
 }
 
-fn outcome_of_status(status: StatusCode) -> Outcome {
+/// How a response of `status` counts against its backend.
+pub fn outcome_of_status(status: StatusCode) -> Outcome {
     if is_gateway_status(status) {
         Outcome::GatewayFailure
     } else if status.is_server_error() {

@@ -7,10 +7,11 @@ mod head_timer;
 mod headers;
 mod idle;
 mod respond;
+mod rewrite;
 mod upgrade;
 mod validate;
 
-pub use forward::Connection;
+pub use forward::{outcome_of_status, Connection};
 pub use headers::ClientInfo;
 pub use idle::{Activity, Watchlist};
 

@@ -52,3 +52,18 @@ pub fn session_unavailable() -> Response<ProxyBody> {
     response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
+
+/// A redirect of the route's own to `location`.
+pub fn redirect(status: u16, location: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::message(""));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+    match HeaderValue::from_str(location) {
+        Ok(location) => {
+            response.headers_mut().insert(http::header::LOCATION, location);
+        }
+        Err(_) => {
+            return plain(StatusCode::BAD_REQUEST, "the redirect target cannot be built from this request\n")
+        }
+    }
+    response
+}
