@@ -14,62 +14,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use http::{HeaderMap, Request};
+use http::Request;
 use http_body_util::BodyExt;
 
 const SECRET: &str = "an-affinity-secret-for-tests";
 
-/// One answer: status, body (the backend's name) and headers.
-struct Answer {
-    status: u16,
-    body: String,
-    headers: HeaderMap,
-}
-
-impl Answer {
-    /// The value of the `fulcrum_sid` cookie the balancer set, if any.
-    fn cookie(&self) -> Option<String> {
-        self.headers.get_all(http::header::SET_COOKIE).iter().find_map(|v| {
-            let text = v.to_str().ok()?;
-            let value = text.strip_prefix("fulcrum_sid=")?;
-            Some(value.split(';').next()?.to_string())
-        })
-    }
-}
-
-async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-    let mut builder = Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let response = client().request(builder.body(full(body.to_string())).unwrap()).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Answer { status, body: String::from_utf8_lossy(&body).trim().to_string(), headers }
-}
-
-async fn get_with(url: &str, headers: &[(&str, &str)]) -> Answer {
-    request("GET", url, headers, "").await
-}
-
-async fn admin_json(method: &str, url: &str, body: &str) -> serde_json::Value {
-    let answer = request(method, url, &[("content-type", "application/json")], body).await;
-    assert!(answer.status < 300, "{method} {url}: {} {}", answer.status, answer.body);
-    serde_json::from_str(&answer.body).unwrap()
+/// The value of the `fulcrum_sid` cookie the balancer set, if any.
+fn session_cookie(answer: &Answer) -> Option<String> {
+    answer.headers.get_all(http::header::SET_COOKIE).iter().find_map(|v| {
+        let text = v.to_str().ok()?;
+        let value = text.strip_prefix("fulcrum_sid=")?;
+        Some(value.split(';').next()?.to_string())
+    })
 }
 
 /// A config with one http listener on `listen` over `backends` with `affinity`,
 /// and an admin listener.
 fn sticky_config(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr], pool_extra: &str) -> String {
     http_config(listen, "round_robin", backends, pool_extra) + &format!("[admin]\nlisten = \"{admin}\"\n")
-}
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +58,7 @@ async fn cookie_sessions_stick_on_every_instance_and_bad_cookies_start_fresh_one
     for client in 0..20 {
         let first = get_with(&format!("http://{a}/"), &[]).await;
         assert_eq!(first.status, 200);
-        let cookie = first.cookie().expect("a new session gets a cookie");
+        let cookie = session_cookie(&first).expect("a new session gets a cookie");
         assert!(
             !cookie.contains("127.0.0.1") && !addresses.iter().any(|a| cookie.contains(&a.to_string())),
             "the cookie hides the backend"
@@ -116,10 +78,10 @@ async fn cookie_sessions_stick_on_every_instance_and_bad_cookies_start_fresh_one
     assert_eq!(used.len(), 3, "new sessions are spread by the algorithm: {used:?}");
 
     // A cookie with one byte flipped, and other bad cookies: a fresh session, never an error.
-    let good = get_with(&format!("http://{a}/"), &[]).await.cookie().unwrap();
+    let good = session_cookie(&get_with(&format!("http://{a}/"), &[]).await).unwrap();
     let mut flipped = good.clone().into_bytes();
     flipped[20] = if flipped[20] == b'A' { b'B' } else { b'A' };
-    let other_pool = get_with(&format!("http://{other}/"), &[]).await.cookie().unwrap();
+    let other_pool = session_cookie(&get_with(&format!("http://{other}/"), &[]).await).unwrap();
     let garbage = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB".to_string();
     let bad = [
         String::from_utf8(flipped).unwrap(),
@@ -132,7 +94,7 @@ async fn cookie_sessions_stick_on_every_instance_and_bad_cookies_start_fresh_one
     for value in &bad {
         let answer = get_with(&format!("http://{b}/"), &[("cookie", &format!("fulcrum_sid={value}"))]).await;
         assert_eq!(answer.status, 200, "cookie {:.40}", value);
-        let fresh = answer.cookie().expect("a bad cookie gets a fresh session");
+        let fresh = session_cookie(&answer).expect("a bad cookie gets a fresh session");
         assert_ne!(&fresh, value);
     }
     let metrics = get_with(&format!("http://{admin_b}/metrics"), &[]).await.body;

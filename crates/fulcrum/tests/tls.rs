@@ -3,57 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use http::Request;
 use http_body_util::BodyExt;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn ca() -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let key = KeyPair::generate().unwrap();
-    Ca { cert: params.self_signed(&key).unwrap(), key }
-}
-
-/// Writes a leaf certificate for `name` signed by `ca`; returns its DER.
-fn leaf(ca: &Ca, name: &str, dir: &std::path::Path, file: &str) -> CertificateDer<'static> {
-    let key = KeyPair::generate().unwrap();
-    let cert =
-        CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &ca.cert, &ca.key).unwrap();
-    std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
-    std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
-    cert.der().clone()
-}
-
-async fn connect(
-    listen: std::net::SocketAddr,
-    ca: &Ca,
-    name: &str,
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert.der().clone()).unwrap();
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(listen).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
-        .await
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_are_chosen_by_sni_and_h2_is_negotiated() {

@@ -2,6 +2,10 @@
 //! a config written to a temp dir, and small in-test backends.
 #![allow(dead_code)]
 
+mod tls;
+#[allow(unused_imports)]
+pub use tls::*;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -66,8 +70,16 @@ impl Fulcrum {
             .stderr(log)
             .spawn()
             .unwrap();
-        wait_for_port(ready);
-        Fulcrum { child, dir, config: path }
+        let mut fulcrum = Fulcrum { child, dir, config: path };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(ready).is_err() {
+            if let Some(status) = fulcrum.child.try_wait().unwrap() {
+                panic!("fulcrum exited ({status}) before listening on {ready}:\n{}", fulcrum.log());
+            }
+            assert!(Instant::now() < deadline, "nothing listens on {ready}:\n{}", fulcrum.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        fulcrum
     }
 
     /// Sends `signal` (e.g. "HUP", "TERM") to the process.
@@ -199,6 +211,46 @@ pub async fn get(client: &Client<HttpConnector, Body>, url: &str) -> (u16, Strin
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One answer: status, trimmed body text and headers.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub headers: http::HeaderMap,
+}
+
+/// Sends `method url` with `headers` and `body`; the whole answer.
+pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = client().request(builder.body(full(body.to_string())).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Answer { status, body: String::from_utf8_lossy(&body).trim().to_string(), headers }
+}
+
+/// GET `url` with `headers`.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Answer {
+    request("GET", url, headers, "").await
+}
+
+/// An admin API call that must succeed; its JSON answer.
+pub async fn admin_json(method: &str, url: &str, body: &str) -> serde_json::Value {
+    let answer = request(method, url, &[("content-type", "application/json")], body).await;
+    assert!(answer.status < 300, "{method} {url}: {} {}", answer.status, answer.body);
+    serde_json::from_str(&answer.body).unwrap()
+}
+
+/// The value of the first metric line starting with `prefix` (0 when none).
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Config for one http listener on `listen` over `backends`.
