@@ -260,3 +260,71 @@ pub fn request_host(request: &Parts) -> Option<&str> {
         _ => raw,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn route(live: &Arc<LiveCanary>) -> CompiledRoute {
+        let text = "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\npool = \"v1\"\n\
+                    [[listeners.routes]]\nname = \"shop\"\nsplit_key = \"cookie:uid\"\n\
+                    canary = { pool = \"v2\", baseline = \"v1\" }\n\
+                    [pools.v1]\nbackends = [{ address = \"127.0.0.1:2\" }]\n\
+                    [pools.v2]\nbackends = [{ address = \"127.0.0.1:3\" }]\n";
+        let config = fulcrum_config::parse(text, "test", std::path::Path::new(".")).unwrap();
+        let pools: std::collections::BTreeMap<String, Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|(name, p)| (name.clone(), Arc::new(Pool::build(name, p, None, &Default::default()))))
+            .collect();
+        let resolver = Resolver {
+            pool: &|name| Arc::clone(&pools[name]),
+            rate_limit: &|_| unreachable!("no rate limits"),
+            canary: &|_, _| Arc::clone(live),
+            mirror_slots: &|_, _| unreachable!("no mirror"),
+        };
+        CompiledRoute::compile(&config.listeners[0].routes[0], &resolver)
+    }
+
+    fn sides(route: &CompiledRoute, users: usize) -> Vec<Side> {
+        let client = std::net::Ipv4Addr::LOCALHOST.into();
+        (0..users)
+            .map(|uid| {
+                let request =
+                    http::Request::get("/").header("cookie", format!("uid=u{uid}")).body(()).unwrap();
+                let parts = request.into_parts().0;
+                let side = route.pick(&parts, client).unwrap().1.unwrap();
+                assert_eq!(side, route.pick(&parts, client).unwrap().1.unwrap(), "uid {uid} moved");
+                side
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sticky_canary_only_moves_baseline_users_as_it_grows() {
+        let config = fulcrum_config::Canary {
+            pool: "v2".into(),
+            baseline: "v1".into(),
+            steps: vec![10.0, 50.0, 100.0],
+            interval: Duration::from_secs(60),
+            min_requests: 1,
+            max_error_rate: 1.0,
+            max_p99_ratio: 1.5,
+        };
+        let live = LiveCanary::start("web", "shop", &config, Arc::default());
+        let route = route(&live);
+        let before = sides(&route, 2000);
+        let share = |sides: &[Side]| sides.iter().filter(|s| **s == Side::Canary).count();
+        assert!((160..=240).contains(&share(&before)), "{} of 2000 at 10%", share(&before));
+        live.record(Side::Canary, false, 1_000_000);
+        live.record(Side::Baseline, false, 1_000_000);
+        live.judge();
+        assert_eq!(live.share(), 5000);
+        let after = sides(&route, 2000);
+        assert!((900..=1100).contains(&share(&after)), "{} of 2000 at 50%", share(&after));
+        let back = before.iter().zip(&after).filter(|(b, a)| **b == Side::Canary && **a == Side::Baseline);
+        assert_eq!(back.count(), 0, "a step moved canary users back to the baseline");
+    }
+}

@@ -55,10 +55,6 @@ pub struct Routed {
     pub route: Option<Arc<CompiledRoute>>,
     /// The side of the route's canary the request went to, if it has one.
     pub side: Option<Side>,
-    /// The matching route's rate limit, if any.
-    pub rate_limit: Option<Arc<RateLimiter>>,
-    /// The matching route's traffic class (`None`: `default`).
-    pub class: Option<Arc<str>>,
     /// The matching route does not allow the client's network.
     pub denied: bool,
 }
@@ -66,14 +62,8 @@ pub struct Routed {
 impl ListenerState {
     /// Where a request from `client` goes.
     pub fn route(&self, request: &Parts, client: std::net::IpAddr) -> Routed {
-        let unrouted = || Routed {
-            pool: Arc::clone(&self.default_pool),
-            route: None,
-            side: None,
-            rate_limit: None,
-            class: None,
-            denied: false,
-        };
+        let unrouted =
+            || Routed { pool: Arc::clone(&self.default_pool), route: None, side: None, denied: false };
         if self.routes.is_empty() {
             return unrouted();
         }
@@ -86,8 +76,6 @@ impl ListenerState {
         Routed {
             pool,
             side,
-            rate_limit: route.rate_limit.clone(),
-            class: Some(Arc::clone(&route.class)),
             denied: !route.allow.is_empty() && !route.allow.iter().any(|net| net.contains(client)),
             route: Some(Arc::clone(route)),
         }

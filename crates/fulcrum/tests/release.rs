@@ -303,7 +303,8 @@ async fn mirroring_to_a_slow_shadow_copies_a_tenth_and_leaves_the_primary_p99_al
     let (listen, admin) = (local(free_port()), local(free_port()));
     let routes = "[[listeners.routes]]\nname = \"plain\"\npath_prefix = \"/plain\"\npool = \"v1\"\n\n\
                   [[listeners.routes]]\nname = \"mirrored\"\npath_prefix = \"/mirrored\"\npool = \"v1\"\nmirror = { pool = \"v2\", percent = 10 }\n\n\
-                  [[listeners.routes]]\nname = \"upload\"\npath_prefix = \"/upload\"\npool = \"v1\"\nmirror = { pool = \"copies\" }\n";
+                  [[listeners.routes]]\nname = \"upload\"\npath_prefix = \"/upload\"\npool = \"v1\"\nmirror = { pool = \"copies\" }\n\n\
+                  [[listeners.routes]]\nname = \"burst\"\npath_prefix = \"/burst\"\npool = \"v1\"\nmirror = { pool = \"v2\", max_in_flight = 2 }\n";
     let config = listener(listen, routes)
         + &versions(admin, primary.address, shadow.address)
         + &format!("\n[pools.copies]\nbackends = [{{ address = \"{}\" }}]\n", copies.address);
@@ -322,6 +323,13 @@ async fn mirroring_to_a_slow_shadow_copies_a_tenth_and_leaves_the_primary_p99_al
     let metrics = request("GET", &format!("http://{admin}/metrics"), &[], "").await.body;
     let sent = metric(&metrics, "lb_mirror_total{listener=\"web\",route=\"mirrored\",result=\"sent\"}");
     assert_eq!(sent as usize, copied, "{metrics}");
+
+    // Beyond max_in_flight copies are shed; the primary never notices.
+    for _ in 0..10 {
+        assert_eq!(get(&client(), &format!("http://{listen}/burst")).await, (200, "primary".to_string()));
+    }
+    let metrics = request("GET", &format!("http://{admin}/metrics"), &[], "").await.body;
+    assert_eq!(metric(&metrics, "lb_mirror_total{listener=\"web\",route=\"burst\",result=\"shed\"}"), 8.0);
 
     // Small bodies are copied whole; one over max_replay_body (64 KiB) is not.
     let small = "x".repeat(1000);

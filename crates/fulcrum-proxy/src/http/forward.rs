@@ -156,7 +156,7 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
             request_id(&mut parts);
         }
         let scheme = if connection.client.proto == "https" { "https" } else { "http" };
-        rewrite::Variables::of(&parts, client, scheme)
+        Box::new(rewrite::Variables::of(&parts, client, scheme))
     });
     let logging = access_log.map(|log| (log, request_id(&mut parts)));
     // The client's request line and headers as received, for the log.
@@ -193,7 +193,9 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         return log(respond::plain(status, message), Some(&pool), attempted);
     }
     let body = RequestBody::streaming(body, limits.max_body_bytes);
-    for limit in [listener_limit.as_deref(), routed.rate_limit.as_deref()].into_iter().flatten() {
+    for limit in
+        [listener_limit.as_deref(), route.and_then(|r| r.rate_limit.as_deref())].into_iter().flatten()
+    {
         if let Err(refused) = limit.check(&parts, client).await {
             let attempted = Attempted { refusal: Some("rate_limited"), ..Attempted::default() };
             return log(respond::rate_limited(limit, refused), Some(&pool), attempted);
@@ -273,7 +275,7 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
     // Admission control holds a slot until the response body has been sent.
     let ticket = match &pool.admission {
         Some(admission) => {
-            let class = admission.class(routed.class.as_deref().unwrap_or(fulcrum_config::DEFAULT_CLASS));
+            let class = admission.class(route.map_or(fulcrum_config::DEFAULT_CLASS, |r| &r.class));
             match admission.admit(class).await {
                 Ok(ticket) => Some(ticket),
                 Err(shed) => {
@@ -285,7 +287,8 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         None => None,
     };
     let body = match route.and_then(|r| r.mirror.as_ref()).filter(|m| m.chosen()) {
-        Some(mirror) => match mirror_copy(mirror, &pool, &parts, body, client).await {
+        // Boxed: the rare copy should not grow every request's future.
+        Some(mirror) => match Box::pin(mirror_copy(mirror, &pool, &parts, body, client)).await {
             Ok(body) => body,
             Err(response) => return log(response, Some(&pool), Attempted::default()),
         },
@@ -591,11 +594,13 @@ async fn forward(
 
 /// A response's headers, the connection it came on and the request's
 /// in-flight count, which lasts until the response body ends.
-type Sent = (Response<Incoming>, (hyper::client::conn::http1::SendRequest<RequestBody>, Target), InFlight);
+pub type Sent =
+    (Response<Incoming>, (hyper::client::conn::http1::SendRequest<RequestBody>, Target), InFlight);
 
 /// One attempt on `backend`: a pooled connection, the request, the
-/// response headers within the pool's timeout.
-async fn send(
+/// response headers within the pool's timeout. (Mirrored copies go
+/// through here too, so the upstream calls stay inlined in one place.)
+pub async fn send(
     pool: &Pool,
     backend: &Arc<Backend>,
     request: Request<RequestBody>,

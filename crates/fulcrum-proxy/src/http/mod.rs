@@ -11,7 +11,7 @@ mod rewrite;
 mod upgrade;
 mod validate;
 
-pub use forward::{outcome_of_status, Connection};
+pub use forward::{outcome_of_status, send, Connection};
 pub use headers::ClientInfo;
 pub use idle::{Activity, Watchlist};
 
@@ -128,6 +128,23 @@ pub mod fuzzing {
             ip: http::HeaderValue::from_static("10.0.0.1"),
             proto: http::HeaderValue::from_static("http"),
         };
+        let variables = super::rewrite::Variables::of(&parts, client, "http");
         super::headers::prepare_request(&mut parts, &info, upgrade);
+        super::rewrite::apply(&mut parts.headers, rules(), &variables);
+        let _ = super::rewrite::rewrite_path(&parts.uri, Some("/api"), Some("/v1"));
+        let _ = variables.expand(&rules().set[0].1);
+    }
+
+    /// Header rules using every template variable.
+    fn rules() -> &'static fulcrum_config::HeaderRules {
+        static RULES: std::sync::OnceLock<fulcrum_config::HeaderRules> = std::sync::OnceLock::new();
+        RULES.get_or_init(|| {
+            let template = "${scheme}://${host}${path} ${client_ip} ${request_id}";
+            fulcrum_config::HeaderRules {
+                set: vec![("x-seen".into(), fulcrum_config::Template::parse(template).expect("valid"))],
+                add: vec![("host".into(), fulcrum_config::Template::parse("${host}").expect("valid"))],
+                remove: vec!["cookie".into()],
+            }
+        })
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::pool::Pool;
 use crate::request_body::RequestBody;
-use crate::upstream::{self, Target};
+use crate::upstream;
 
 /// What became of a copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,15 +130,9 @@ async fn copy(pool: &Pool, head: Parts, body: Option<Bytes>, client: std::net::I
         return MirrorResult::NoBackend;
     };
     let backend = Arc::clone(attempt.backend());
-    let target = Target::new(&backend, pool);
-    let _in_flight = backend.load.start();
     let request = http::Request::from_parts(head, RequestBody::Replay(body));
-    let sent = async {
-        let connection = upstream::checkout(&target).await?;
-        upstream::send(&target, connection, request, pool.timeouts.response_header).await
-    };
-    match sent.await {
-        Ok((response, sender)) => {
+    match crate::http::send(pool, &backend, request).await {
+        Ok((response, (sender, target), _in_flight)) => {
             let status = response.status();
             let read = tokio::time::timeout(pool.timeouts.idle, response.into_body().collect()).await;
             let outcome = crate::http::outcome_of_status(status);
