@@ -142,8 +142,17 @@ pub struct ListenerFile {
     pub limits: Option<LimitsFile>,
     pub tls: Option<TlsFile>,
     pub hsts: Option<String>,
+    pub proxy_protocol: Option<ProxyProtocolFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocolFile {
+    pub versions: Option<Vec<String>>,
+    #[serde(default)]
+    pub trusted: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +277,7 @@ pub struct PoolFile {
     pub retries: Option<RetriesFile>,
     pub affinity: Option<AffinityFile>,
     pub admission: Option<AdmissionFile>,
+    pub send_proxy_protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ mod error;
 mod file;
 mod limits;
 mod model;
+mod proxy_protocol;
 mod release;
 mod resilience;
 mod runtime;
@@ -33,6 +34,7 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use limits::{AccessList, Limits};
 pub use model::*;
+pub use proxy_protocol::{ProxyProtocol, ProxyVersion};
 pub use release::{
     Canary, HeaderRules, Mirror, Piece, Redirect, Template, Variable, DEFAULT_CANARY_INTERVAL,
     DEFAULT_CANARY_MAX_ERROR_RATE, DEFAULT_CANARY_MAX_P99_RATIO, DEFAULT_CANARY_MIN_REQUESTS,

@@ -195,6 +195,8 @@ pub struct Listener {
     pub tls: Option<Tls>,
     /// `Strict-Transport-Security` added to every response (https only).
     pub hsts: Option<String>,
+    /// PROXY protocol headers taken from trusted networks; none by default.
+    pub proxy_protocol: Option<crate::ProxyProtocol>,
     /// L7 routing rules; the first match wins.
     pub routes: Vec<Route>,
 }
@@ -335,6 +337,8 @@ pub struct Pool {
     pub affinity: Option<crate::Affinity>,
     /// Admission control (`admission`); none by default.
     pub admission: Option<crate::Admission>,
+    /// A PROXY protocol header sent on every upstream connection; none by default.
+    pub send_proxy_protocol: Option<crate::ProxyVersion>,
 }
 
 /// The request property hashing algorithms place by. A request without

@@ -313,6 +313,8 @@ impl Validator<'_> {
             retries: raw.retries.as_ref().map(|r| self.retries(r, &path.key("retries"))),
             affinity: raw.affinity.as_ref().map(|a| self.affinity(a, &path.key("affinity"))),
             admission: raw.admission.as_ref().map(|a| self.admission(a, &path.key("admission"))),
+            send_proxy_protocol: self
+                .send_proxy_protocol(&path.key("send_proxy_protocol"), raw.send_proxy_protocol.as_ref()),
         })
     }
 

@@ -117,6 +117,10 @@ impl Validator<'_> {
             limits: self.limits(raw.limits.as_ref(), &path.key("limits")),
             tls,
             hsts,
+            proxy_protocol: raw
+                .proxy_protocol
+                .as_ref()
+                .map(|p| self.proxy_protocol(p, &path.key("proxy_protocol"))),
             routes,
         })
     }

@@ -33,3 +33,23 @@ pub fn affinity_cookie(bytes: &[u8]) {
     let sealer = crate::affinity::cookie::CookieSealer::new(&["fuzzing-secret-0123456789".to_string()]);
     assert!(sealer.open(bytes, "app", 0).is_none(), "random bytes never open as a session");
 }
+
+/// The first bytes of a connection to a listener taking PROXY headers:
+/// parsed as a header (either version), and what it carries written back
+/// as a header that parses to the same endpoints.
+pub fn proxy_header(bytes: &[u8]) {
+    let accepted = fulcrum_config::ProxyProtocol { v1: true, v2: true, trusted: Vec::new() };
+    if let Ok((Some(carried), length)) = crate::proxy_protocol::parse(bytes, &accepted) {
+        assert!(length <= bytes.len(), "a header is never longer than what was read");
+        for version in [fulcrum_config::ProxyVersion::V1, fulcrum_config::ProxyVersion::V2] {
+            let written = crate::proxy_protocol::header(version, carried);
+            let (again, _) =
+                crate::proxy_protocol::parse(&written, &accepted).expect("a written header parses");
+            let same = |a: std::net::SocketAddr, b: std::net::SocketAddr| {
+                a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+            };
+            let again = again.expect("a written header carries its endpoints");
+            assert!(same(again.client, carried.client) && same(again.local, carried.local));
+        }
+    }
+}

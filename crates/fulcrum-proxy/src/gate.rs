@@ -30,12 +30,20 @@ pub enum Refused {
     UriTooLong,
     /// Its body is larger than `max_body_bytes` (413).
     BodyTooLarge,
+    /// It sent no valid PROXY header, or came from a network not trusted to.
+    ProxyProtocol,
 }
 
 impl Refused {
     /// Every reason, in counter order.
-    pub const ALL: [Refused; 5] =
-        [Self::Denied, Self::TooManyConnections, Self::RouteDenied, Self::UriTooLong, Self::BodyTooLarge];
+    pub const ALL: [Refused; 6] = [
+        Self::Denied,
+        Self::TooManyConnections,
+        Self::RouteDenied,
+        Self::UriTooLong,
+        Self::BodyTooLarge,
+        Self::ProxyProtocol,
+    ];
 
     /// The `reason` label.
     pub fn name(self) -> &'static str {
@@ -45,6 +53,7 @@ impl Refused {
             Self::RouteDenied => "route_denied",
             Self::UriTooLong => "uri_too_long",
             Self::BodyTooLarge => "body_too_large",
+            Self::ProxyProtocol => "proxy_protocol",
         }
     }
 }

@@ -99,6 +99,7 @@ mod tests {
             retries: None,
             affinity: None,
             admission: None,
+            send_proxy_protocol: None,
         }
     }
 

@@ -41,21 +41,28 @@ impl Probers {
     pub fn start(pool: &Pool) -> Option<Self> {
         let check = pool.config.health_check.as_ref()?;
         let slow_start = pool.config.slow_start.is_some();
+        let proxy_header = pool.config.send_proxy_protocol;
         let mut tasks = JoinSet::new();
         for backend in &pool.backends {
             let (pool, backend, check) = (pool.name.to_string(), Arc::clone(backend), check.clone());
-            tasks.spawn(probe_forever(pool, backend, check, slow_start));
+            tasks.spawn(probe_forever(pool, backend, check, slow_start, proxy_header));
         }
         Some(Self { _tasks: tasks })
     }
 }
 
-async fn probe_forever(pool: String, backend: Arc<Backend>, check: HealthCheck, slow_start: bool) {
+async fn probe_forever(
+    pool: String,
+    backend: Arc<Backend>,
+    check: HealthCheck,
+    slow_start: bool,
+    send_proxy_protocol: Option<fulcrum_config::ProxyVersion>,
+) {
     let mut checker = HealthChecker::new(check.rise, check.fall);
     // Spread the first probes of a pool over one interval.
     tokio::time::sleep(jittered(check.interval, 0.0, 1.0)).await;
     loop {
-        let (result, reason) = probe(&backend, &check).await;
+        let (result, reason) = probe(&backend, &check, send_proxy_protocol).await;
         if let Some(health) = checker.record(result) {
             let before = backend.guards.health();
             backend.guards.set_health(health);
@@ -79,10 +86,22 @@ fn jittered(interval: Duration, low: f64, high: f64) -> Duration {
 }
 
 /// One probe: its result and, for the log, why.
-async fn probe(backend: &Backend, check: &HealthCheck) -> (ProbeResult, String) {
+async fn probe(
+    backend: &Backend,
+    check: &HealthCheck,
+    send_proxy_protocol: Option<fulcrum_config::ProxyVersion>,
+) -> (ProbeResult, String) {
     let started = Instant::now();
     let outcome = tokio::time::timeout(check.timeout, async {
-        let stream = TcpStream::connect(backend.address).await.map_err(|e| format!("connect failed: {e}"))?;
+        let mut stream =
+            TcpStream::connect(backend.address).await.map_err(|e| format!("connect failed: {e}"))?;
+        if let Some(version) = send_proxy_protocol {
+            // A backend that expects PROXY headers gets one naming no client.
+            let header = crate::proxy_protocol::local_header(version);
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &header)
+                .await
+                .map_err(|e| format!("sending the PROXY header failed: {e}"))?;
+        }
         match check.kind {
             ProbeKind::Tcp => Ok(()),
             ProbeKind::Http => http_probe(stream, backend, check).await,

@@ -29,6 +29,7 @@ mod http;
 mod listener;
 mod metrics;
 mod pool;
+mod proxy_protocol;
 mod release;
 mod request_body;
 mod rng;

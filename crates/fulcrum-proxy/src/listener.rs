@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::gate::{Entry, Gate, Refused};
 use crate::http::{self as l7, ClientInfo, Connection};
+use crate::proxy_protocol::{self, Endpoints};
 use crate::state::ListenerState;
 use crate::tcp;
 
@@ -69,10 +70,22 @@ pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                // Admitted here, in accept order, before a task exists.
-                let Some(entry) = admit(&acceptor, peer) else { continue };
+                let proxied = acceptor.state.load().proxy_protocol.clone();
+                let Some(proxied) = proxied else {
+                    // Admitted here, in accept order, before a task exists.
+                    let Some(entry) = admit(&acceptor, peer) else { continue };
+                    let endpoints = endpoints_of(&stream, peer);
+                    let acceptor = acceptor.clone();
+                    acceptor.tracker.clone().spawn(serve_connection(stream, endpoints, acceptor, entry));
+                    continue;
+                };
+                if !proxied.trusted.iter().any(|net| net.contains(peer.ip())) {
+                    acceptor.gate.refuse(Refused::ProxyProtocol);
+                    tracing::debug!(client = %peer, "connection refused: not trusted to send PROXY headers");
+                    continue;
+                }
                 let acceptor = acceptor.clone();
-                acceptor.tracker.clone().spawn(serve_connection(stream, peer, acceptor, entry));
+                acceptor.tracker.clone().spawn(serve_proxied(stream, peer, proxied, acceptor));
             }
             Err(e) => {
                 // Out of file descriptors or similar: ask idle connections
@@ -85,6 +98,33 @@ pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
             }
         }
     }
+}
+
+/// The ends of an accepted connection.
+fn endpoints_of(stream: &TcpStream, peer: SocketAddr) -> Endpoints {
+    Endpoints { client: peer, local: stream.local_addr().unwrap_or(peer) }
+}
+
+/// A connection from a balancer in front: its PROXY header first, then the
+/// carried client is admitted (allow/deny, per-address caps) and served
+/// as if it had connected itself.
+async fn serve_proxied(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    accepted: fulcrum_config::ProxyProtocol,
+    acceptor: Acceptor,
+) {
+    let limit = acceptor.state.load().limits.header_read_timeout;
+    let socket = endpoints_of(&stream, peer);
+    let endpoints = match proxy_protocol::receive(&mut stream, &accepted, socket, limit).await {
+        Ok(endpoints) => endpoints,
+        Err(why) => {
+            acceptor.gate.refuse(Refused::ProxyProtocol);
+            return tracing::debug!(client = %peer, reason = %why, "connection closed: bad PROXY header");
+        }
+    };
+    let Some(entry) = admit(&acceptor, endpoints.client) else { return };
+    serve_connection(stream, endpoints, acceptor, entry).await;
 }
 
 /// Lets `peer` in unless its network is kept out or it already has its
@@ -107,7 +147,8 @@ fn admit(acceptor: &Acceptor, peer: SocketAddr) -> Option<Entry> {
     entry
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Acceptor, _entry: Entry) {
+async fn serve_connection(stream: TcpStream, endpoints: Endpoints, acceptor: Acceptor, _entry: Entry) {
+    let peer = endpoints.client;
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
@@ -122,11 +163,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: Accepto
         addr: peer.ip(),
         ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value"),
         proto: HeaderValue::from_static(proto),
+        endpoints,
     };
     match protocol {
         Protocol::Tcp => {
             if let Some(pool) = tcp_pool {
-                tcp::proxy(stream, peer, &pool).await;
+                tcp::proxy(stream, endpoints, &pool).await;
             }
         }
         Protocol::Http => {

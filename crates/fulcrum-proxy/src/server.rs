@@ -203,6 +203,7 @@ impl Proxy {
                 max_connections: listener.max_connections,
                 max_connections_per_ip: listener.max_connections_per_ip,
                 limits: listener.limits,
+                proxy_protocol: listener.proxy_protocol.clone(),
                 hsts: listener.hsts.as_deref().and_then(|h| http::HeaderValue::from_str(h).ok()),
                 builder: Arc::new(crate::http::connection_builder(&listener.limits)),
             };

@@ -40,6 +40,8 @@ pub struct ListenerState {
     pub max_connections_per_ip: Option<usize>,
     /// Request limits.
     pub limits: fulcrum_config::Limits,
+    /// PROXY headers taken, and from whom.
+    pub proxy_protocol: Option<fulcrum_config::ProxyProtocol>,
     /// `Strict-Transport-Security` on every response, for https.
     pub hsts: Option<http::HeaderValue>,
     /// HTTP connection settings, built from `limits`.

@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 use crate::pool::Pool;
 
 /// Proxies one client connection to a backend of `pool`.
-pub async fn proxy(mut client: TcpStream, peer: std::net::SocketAddr, pool: &Pool) {
+pub async fn proxy(mut client: TcpStream, endpoints: crate::proxy_protocol::Endpoints, pool: &Pool) {
+    let peer = endpoints.client;
     let key = pool.config.algorithm.uses_key().then(|| crate::hash_key::client_key(peer.ip(), &pool.config));
     let mut session = match &pool.affinity {
         Some(affinity) => affinity.lookup_client(peer.ip()).await,
@@ -61,6 +62,12 @@ pub async fn proxy(mut client: TcpStream, peer: std::net::SocketAddr, pool: &Poo
     };
     if let Err(e) = upstream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    if let Some(version) = pool.config.send_proxy_protocol {
+        let header = crate::proxy_protocol::header(version, endpoints);
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut upstream, &header).await {
+            return tracing::debug!(backend = %backend.address, error = %e, "sending the PROXY header failed");
+        }
     }
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(backend = %backend.address, error = %e, "TCP connection ended with an error");

@@ -14,6 +14,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,6 +25,7 @@ use tokio::net::TcpStream;
 
 use crate::backend::Backend;
 use crate::error::UpstreamError;
+use crate::proxy_protocol::Endpoints;
 use crate::request_body::RequestBody;
 
 /// Most bytes buffered per upstream connection and direction: backend
@@ -35,7 +37,7 @@ const MAX_BUFFER: usize = 8 * 1024;
 const SWEEP_EVERY: u32 = 1024;
 
 /// Where to send a request and how long to wait for what.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Target {
     /// The backend's address key: its idle connections' key.
     pub backend_key: u64,
@@ -47,6 +49,8 @@ pub struct Target {
     pub idle_timeout: Duration,
     /// Idle connections kept per backend on this thread.
     pub max_idle: usize,
+    /// The PROXY header each new connection opens with (`send_proxy_protocol`).
+    pub proxy_header: Option<Arc<[u8]>>,
 }
 
 impl Target {
@@ -58,7 +62,22 @@ impl Target {
             connect_timeout: pool.timeouts.connect,
             idle_timeout: pool.timeouts.idle,
             max_idle: pool.max_idle_per_backend,
+            proxy_header: None,
         }
+    }
+
+    /// The target for `backend` as a connection of the client at
+    /// `endpoints`: with `send_proxy_protocol`, its connections open with a
+    /// header naming the client and are reused only by that client's
+    /// connection (HAProxy's `send-proxy` connections are private too).
+    pub fn for_client(backend: &Backend, pool: &crate::pool::Pool, endpoints: &Endpoints) -> Self {
+        let mut target = Self::new(backend, pool);
+        if let Some(version) = pool.config.send_proxy_protocol {
+            target.proxy_header = Some(crate::proxy_protocol::header(version, *endpoints).into());
+            let client = fulcrum_balance::hash64(endpoints.client.to_string().as_bytes());
+            target.backend_key = fulcrum_balance::mix64(target.backend_key ^ client);
+        }
+        target
     }
 }
 
@@ -178,11 +197,14 @@ pub async fn send(
 /// A new connection to `target`; `upgrades` keeps it usable for a
 /// protocol switch (WebSocket), after which it is never pooled.
 pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<RequestBody>, UpstreamError> {
-    let stream = tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.address))
+    let mut stream = tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.address))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout)?
         .map_err(UpstreamError::Connect)?;
     stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+    if let Some(header) = &target.proxy_header {
+        tokio::io::AsyncWriteExt::write_all(&mut stream, header).await.map_err(UpstreamError::Connect)?;
+    }
     let (sender, connection) = http1::Builder::new()
         .writev(false)
         .max_buf_size(MAX_BUFFER)
@@ -241,6 +263,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             max_idle: 4,
+            proxy_header: None,
         }
     }
 

@@ -21,6 +21,7 @@ use crate::attempt::Attempt;
 use crate::backend::Backend;
 use crate::error::UpstreamError;
 use crate::pool::Pool;
+use crate::proxy_protocol::Endpoints;
 use crate::request_body::RequestBody;
 use crate::state::ListenerState;
 use crate::upstream::{self, Target};
@@ -74,6 +75,8 @@ impl Unplaced {
 struct Origin {
     key: Option<u64>,
     client: std::net::IpAddr,
+    /// The client's connection, for PROXY headers sent upstream.
+    endpoints: Endpoints,
     session: Option<Session>,
     /// The client came over TLS (affinity cookies are `Secure`).
     secure: bool,
@@ -213,7 +216,13 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         Some(affinity) => affinity.lookup(&parts, client).await,
         None => None,
     };
-    let mut origin = Origin { key, client, session, secure: connection.client.proto == "https" };
+    let mut origin = Origin {
+        key,
+        client,
+        endpoints: connection.client.endpoints,
+        session,
+        secure: connection.client.proto == "https",
+    };
     let upgrade = headers::is_upgrade(&parts);
     headers::prepare_request(&mut parts, &connection.client, upgrade);
     if let Some(route) = route.filter(|r| r.rewrites_request()) {
@@ -245,7 +254,7 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
             }
         };
         let backend = Arc::clone(attempt.backend());
-        let target = Target::new(&backend, &pool);
+        let target = Target::for_client(&backend, &pool, &origin.endpoints);
         // The parts themselves, not a copy: hyper keeps the client side of
         // the protocol switch in the request's extensions.
         let request = Request::from_parts(parts, body);
@@ -288,10 +297,12 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
     };
     let body = match route.and_then(|r| r.mirror.as_ref()).filter(|m| m.chosen()) {
         // Boxed: the rare copy should not grow every request's future.
-        Some(mirror) => match Box::pin(mirror_copy(mirror, &pool, &parts, body, client)).await {
-            Ok(body) => body,
-            Err(response) => return log(response, Some(&pool), Attempted::default()),
-        },
+        Some(mirror) => {
+            match Box::pin(mirror_copy(mirror, &pool, &parts, body, connection.client.endpoints)).await {
+                Ok(body) => body,
+                Err(response) => return log(response, Some(&pool), Attempted::default()),
+            }
+        }
         None => body,
     };
     let deadline = pool.timeouts.request.map(|limit| tokio::time::Instant::now() + limit);
@@ -338,13 +349,13 @@ async fn mirror_copy(
     pool: &Pool,
     parts: &Parts,
     body: RequestBody,
-    client: std::net::IpAddr,
+    endpoints: Endpoints,
 ) -> Result<RequestBody, Response<ProxyBody>> {
     let limit =
         pool.config.retries.as_ref().map_or(fulcrum_config::DEFAULT_MAX_REPLAY_BODY, |r| r.max_replay_body);
     let body = replayable(body, parts, limit).await?;
     match &body {
-        RequestBody::Replay(bytes) => mirror.send(clone_parts(parts), bytes.clone(), client),
+        RequestBody::Replay(bytes) => mirror.send(clone_parts(parts), bytes.clone(), endpoints),
         _ => mirror.slots.count(crate::release::mirror::MirrorResult::TooLarge),
     }
     Ok(body)
@@ -517,10 +528,12 @@ async fn forward(
         };
         let request = Request::from_parts(head, this_body);
         let sent = match deadline {
-            None => send(pool, &backend, request).await,
-            Some(deadline) => tokio::time::timeout_at(deadline, send(pool, &backend, request))
-                .await
-                .unwrap_or(Err(UpstreamError::RequestTimeout)),
+            None => send(pool, &backend, request, &origin.endpoints).await,
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline, send(pool, &backend, request, &origin.endpoints))
+                    .await
+                    .unwrap_or(Err(UpstreamError::RequestTimeout))
+            }
         };
         let now = clock::now_nanos();
         // Every attempt counts against its backend, retried or not — unless
@@ -604,8 +617,9 @@ pub async fn send(
     pool: &Pool,
     backend: &Arc<Backend>,
     request: Request<RequestBody>,
+    endpoints: &Endpoints,
 ) -> Result<Sent, UpstreamError> {
-    let target = Target::new(backend, pool);
+    let target = Target::for_client(backend, pool, endpoints);
     let in_flight = backend.load.start();
     let connection = upstream::checkout(&target).await?;
     let (response, sender) =

@@ -94,6 +94,9 @@ pub struct ClientInfo {
     pub ip: HeaderValue,
     /// `http` or `https`.
     pub proto: HeaderValue,
+    /// The client's and the listener's socket addresses (as a trusted
+    /// PROXY header gave them), for PROXY headers sent upstream.
+    pub endpoints: crate::proxy_protocol::Endpoints,
 }
 
 /// Rewrites a client request for the backend. `upgrade` keeps the
@@ -183,6 +186,10 @@ mod tests {
             addr: std::net::Ipv4Addr::new(10, 0, 0, 9).into(),
             ip: HeaderValue::from_static("10.0.0.9"),
             proto: HeaderValue::from_static("http"),
+            endpoints: crate::proxy_protocol::Endpoints {
+                client: "10.0.0.9:40000".parse().unwrap(),
+                local: "10.0.0.1:80".parse().unwrap(),
+            },
         }
     }
 

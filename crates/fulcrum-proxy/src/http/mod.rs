@@ -127,6 +127,10 @@ pub mod fuzzing {
             addr: client,
             ip: http::HeaderValue::from_static("10.0.0.1"),
             proto: http::HeaderValue::from_static("http"),
+            endpoints: crate::proxy_protocol::Endpoints {
+                client: std::net::SocketAddr::new(client, 1),
+                local: std::net::SocketAddr::new(client, 2),
+            },
         };
         let variables = super::rewrite::Variables::of(&parts, client, "http");
         super::headers::prepare_request(&mut parts, &info, upgrade);

@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
 use crate::pool::Pool;
+use crate::proxy_protocol::Endpoints;
 use crate::request_body::RequestBody;
 use crate::upstream;
 
@@ -108,7 +109,7 @@ impl Mirror {
 
     /// Sends a copy of `head` with `body` to the shadow pool, unless too
     /// many copies are in flight. Returns at once.
-    pub fn send(&self, head: Parts, body: Option<Bytes>, client: std::net::IpAddr) {
+    pub fn send(&self, head: Parts, body: Option<Bytes>, endpoints: Endpoints) {
         let Ok(slot) = Arc::clone(&self.slots.in_flight).try_acquire_owned() else {
             self.slots.count(MirrorResult::Shed);
             return;
@@ -116,7 +117,7 @@ impl Mirror {
         let pool = Arc::clone(&self.pool);
         let slots = Arc::clone(&self.slots);
         tokio::spawn(async move {
-            let result = copy(&pool, head, body, client).await;
+            let result = copy(&pool, head, body, endpoints).await;
             slots.count(result);
             drop(slot);
         });
@@ -124,14 +125,15 @@ impl Mirror {
 }
 
 /// One copy, from pick to the end of the shadow's response.
-async fn copy(pool: &Pool, head: Parts, body: Option<Bytes>, client: std::net::IpAddr) -> MirrorResult {
+async fn copy(pool: &Pool, head: Parts, body: Option<Bytes>, endpoints: Endpoints) -> MirrorResult {
+    let client = endpoints.client.ip();
     let key = pool.config.algorithm.uses_key().then(|| crate::hash_key::client_key(client, &pool.config));
     let Some(attempt) = pool.pick(key, Some(client), &[], crate::clock::now_nanos()) else {
         return MirrorResult::NoBackend;
     };
     let backend = Arc::clone(attempt.backend());
     let request = http::Request::from_parts(head, RequestBody::Replay(body));
-    match crate::http::send(pool, &backend, request).await {
+    match crate::http::send(pool, &backend, request, &endpoints).await {
         Ok((response, (sender, target), _in_flight)) => {
             let status = response.status();
             let read = tokio::time::timeout(pool.timeouts.idle, response.into_body().collect()).await;
