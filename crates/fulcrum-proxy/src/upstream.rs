@@ -70,14 +70,21 @@ impl Target {
     /// `endpoints`: with `send_proxy_protocol`, its connections open with a
     /// header naming the client and are reused only by that client's
     /// connection (HAProxy's `send-proxy` connections are private too).
+    #[inline]
     pub fn for_client(backend: &Backend, pool: &crate::pool::Pool, endpoints: &Endpoints) -> Self {
-        let mut target = Self::new(backend, pool);
-        if let Some(version) = pool.config.send_proxy_protocol {
-            target.proxy_header = Some(crate::proxy_protocol::header(version, *endpoints).into());
-            let client = fulcrum_balance::hash64(endpoints.client.to_string().as_bytes());
-            target.backend_key = fulcrum_balance::mix64(target.backend_key ^ client);
+        let target = Self::new(backend, pool);
+        match pool.config.send_proxy_protocol {
+            None => target,
+            Some(version) => target.private_to(version, endpoints),
         }
-        target
+    }
+
+    #[cold]
+    fn private_to(mut self, version: fulcrum_config::ProxyVersion, endpoints: &Endpoints) -> Self {
+        self.proxy_header = Some(crate::proxy_protocol::header(version, *endpoints).into());
+        let client = fulcrum_balance::hash64(endpoints.client.to_string().as_bytes());
+        self.backend_key = fulcrum_balance::mix64(self.backend_key ^ client);
+        self
     }
 }
 

@@ -75,8 +75,6 @@ impl Unplaced {
 struct Origin {
     key: Option<u64>,
     client: std::net::IpAddr,
-    /// The client's connection, for PROXY headers sent upstream.
-    endpoints: Endpoints,
     session: Option<Session>,
     /// The client came over TLS (affinity cookies are `Secure`).
     secure: bool,
@@ -216,13 +214,7 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         Some(affinity) => affinity.lookup(&parts, client).await,
         None => None,
     };
-    let mut origin = Origin {
-        key,
-        client,
-        endpoints: connection.client.endpoints,
-        session,
-        secure: connection.client.proto == "https",
-    };
+    let mut origin = Origin { key, client, session, secure: connection.client.proto == "https" };
     let upgrade = headers::is_upgrade(&parts);
     headers::prepare_request(&mut parts, &connection.client, upgrade);
     if let Some(route) = route.filter(|r| r.rewrites_request()) {
@@ -254,7 +246,7 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
             }
         };
         let backend = Arc::clone(attempt.backend());
-        let target = Target::for_client(&backend, &pool, &origin.endpoints);
+        let target = Target::for_client(&backend, &pool, &connection.client.endpoints);
         // The parts themselves, not a copy: hyper keeps the client side of
         // the protocol switch in the request's extensions.
         let request = Request::from_parts(parts, body);
@@ -306,7 +298,7 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         None => body,
     };
     let deadline = pool.timeouts.request.map(|limit| tokio::time::Instant::now() + limit);
-    let forwarding = forward(&pool, parts, body, &mut origin, deadline);
+    let forwarding = forward(&pool, parts, body, &mut origin, &connection.client.endpoints, deadline);
     // Attempts charge a timeout to their backend themselves; this bound
     // covers what happens between them (reading a replayable body, backoff).
     let (mut response, mut attempted) = match deadline {
@@ -479,6 +471,7 @@ async fn forward(
     parts: Parts,
     body: RequestBody,
     origin: &mut Origin,
+    endpoints: &Endpoints,
     deadline: Option<tokio::time::Instant>,
 ) -> (Response<ProxyBody>, Attempted) {
     let policy = pool.config.retries.as_ref().filter(|r| r.attempts > 0 && may_retry(&parts.method, r));
@@ -528,12 +521,10 @@ async fn forward(
         };
         let request = Request::from_parts(head, this_body);
         let sent = match deadline {
-            None => send(pool, &backend, request, &origin.endpoints).await,
-            Some(deadline) => {
-                tokio::time::timeout_at(deadline, send(pool, &backend, request, &origin.endpoints))
-                    .await
-                    .unwrap_or(Err(UpstreamError::RequestTimeout))
-            }
+            None => send(pool, &backend, request, endpoints).await,
+            Some(deadline) => tokio::time::timeout_at(deadline, send(pool, &backend, request, endpoints))
+                .await
+                .unwrap_or(Err(UpstreamError::RequestTimeout)),
         };
         let now = clock::now_nanos();
         // Every attempt counts against its backend, retried or not — unless
