@@ -278,6 +278,17 @@ pub struct PoolFile {
     pub affinity: Option<AffinityFile>,
     pub admission: Option<AdmissionFile>,
     pub send_proxy_protocol: Option<String>,
+    pub tls: Option<UpstreamTlsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    pub verify: Option<bool>,
+    pub ca: Option<String>,
+    pub sni: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

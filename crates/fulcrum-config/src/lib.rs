@@ -20,6 +20,7 @@ mod release;
 mod resilience;
 mod runtime;
 mod span;
+mod upstream_tls;
 mod validate;
 mod validate_listener;
 
@@ -44,6 +45,7 @@ pub use resilience::{
     CircuitBreaker, HealthCheck, PassiveHealth, ProbeKind, Retries, RetryOn, DEFAULT_MAX_REPLAY_BODY,
 };
 pub use runtime::{AddedBackend, BackendChange, Overlay, PoolOverlay, RouteSwitch, SplitPart};
+pub use upstream_tls::UpstreamTls;
 
 use std::path::{Path, PathBuf};
 

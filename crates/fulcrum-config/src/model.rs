@@ -339,6 +339,8 @@ pub struct Pool {
     pub admission: Option<crate::Admission>,
     /// A PROXY protocol header sent on every upstream connection; none by default.
     pub send_proxy_protocol: Option<crate::ProxyVersion>,
+    /// TLS to the backends (`tls`); clear text by default.
+    pub tls: Option<crate::UpstreamTls>,
 }
 
 /// The request property hashing algorithms place by. A request without

@@ -62,6 +62,13 @@ pub fn validate(raw: FileConfig, text: &str, base_dir: &Path) -> Result<Config, 
         let http_only = pools.get(&listener.pool).and_then(|p| p.affinity.as_ref()).filter(|a| {
             listener.protocol == Protocol::Tcp && !matches!(a.kind, crate::AffinityKind::ClientIp { .. })
         });
+        let tls_pool = pools.get(&listener.pool).filter(|p| p.tls.is_some());
+        if listener.protocol == Protocol::Tcp && tls_pool.is_some() {
+            v.error(
+                &root.key("listeners").index(i).key("pool"),
+                format!("a tcp listener relays bytes as they come; pool `{}` has `tls`, which HTTP listeners speak", listener.pool),
+            );
+        }
         if let Some(affinity) = http_only {
             v.error(
                 &root.key("listeners").index(i).key("pool"),
@@ -315,6 +322,7 @@ impl Validator<'_> {
             admission: raw.admission.as_ref().map(|a| self.admission(a, &path.key("admission"))),
             send_proxy_protocol: self
                 .send_proxy_protocol(&path.key("send_proxy_protocol"), raw.send_proxy_protocol.as_ref()),
+            tls: raw.tls.as_ref().and_then(|t| self.upstream_tls(t, &path.key("tls"))),
         })
     }
 

@@ -152,7 +152,7 @@ impl Validator<'_> {
         Some(Tls { certificates })
     }
 
-    fn existing_file(&mut self, path: &KeyPath, value: &str) -> Option<std::path::PathBuf> {
+    pub(crate) fn existing_file(&mut self, path: &KeyPath, value: &str) -> Option<std::path::PathBuf> {
         let file = self.base_dir.join(self.string(path, value)?);
         if file.is_file() {
             Some(file)

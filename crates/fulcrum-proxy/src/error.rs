@@ -14,6 +14,10 @@ pub enum UpstreamError {
     /// The TCP connect failed (refused, unreachable).
     #[error("cannot connect to the backend: {0}")]
     Connect(std::io::Error),
+    /// The TLS handshake with the backend failed (its certificate did not
+    /// verify, or it wanted a client certificate).
+    #[error("TLS handshake with the backend failed: {0}")]
+    Tls(std::io::Error),
     /// The HTTP connection could not be set up.
     #[error("HTTP handshake with the backend failed: {0}")]
     Handshake(hyper::Error),
@@ -77,6 +81,7 @@ impl UpstreamError {
             Self::ConnectTimeout => "the backend did not accept a connection in time\n",
             Self::ResponseTimeout => "the backend did not answer in time\n",
             Self::Connect(_) | Self::Handshake(_) => "the backend could not be reached\n",
+            Self::Tls(_) => "the backend's TLS handshake failed\n",
             Self::Send(_) => "the backend closed the connection before answering\n",
             Self::RequestTimeout => "the request took longer than the pool's request timeout\n",
             Self::ClientBody(_) => "the request body could not be read\n",

@@ -100,6 +100,7 @@ mod tests {
             affinity: None,
             admission: None,
             send_proxy_protocol: None,
+            tls: None,
         }
     }
 

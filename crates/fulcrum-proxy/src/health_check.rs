@@ -41,11 +41,11 @@ impl Probers {
     pub fn start(pool: &Pool) -> Option<Self> {
         let check = pool.config.health_check.as_ref()?;
         let slow_start = pool.config.slow_start.is_some();
-        let proxy_header = pool.config.send_proxy_protocol;
+        let reach = Reach { proxy_header: pool.config.send_proxy_protocol, tls: pool.tls.clone() };
         let mut tasks = JoinSet::new();
         for backend in &pool.backends {
             let (pool, backend, check) = (pool.name.to_string(), Arc::clone(backend), check.clone());
-            tasks.spawn(probe_forever(pool, backend, check, slow_start, proxy_header));
+            tasks.spawn(probe_forever(pool, backend, check, slow_start, reach.clone()));
         }
         Some(Self { _tasks: tasks })
     }
@@ -56,13 +56,13 @@ async fn probe_forever(
     backend: Arc<Backend>,
     check: HealthCheck,
     slow_start: bool,
-    send_proxy_protocol: Option<fulcrum_config::ProxyVersion>,
+    reach: Reach,
 ) {
     let mut checker = HealthChecker::new(check.rise, check.fall);
     // Spread the first probes of a pool over one interval.
     tokio::time::sleep(jittered(check.interval, 0.0, 1.0)).await;
     loop {
-        let (result, reason) = probe(&backend, &check, send_proxy_protocol).await;
+        let (result, reason) = probe(&backend, &check, &reach).await;
         if let Some(health) = checker.record(result) {
             let before = backend.guards.health();
             backend.guards.set_health(health);
@@ -86,25 +86,36 @@ fn jittered(interval: Duration, low: f64, high: f64) -> Duration {
 }
 
 /// One probe: its result and, for the log, why.
-async fn probe(
-    backend: &Backend,
-    check: &HealthCheck,
-    send_proxy_protocol: Option<fulcrum_config::ProxyVersion>,
-) -> (ProbeResult, String) {
+/// How a pool's backends are reached besides TCP: a PROXY header first,
+/// TLS (HTTP probes speak it too).
+#[derive(Debug, Clone)]
+struct Reach {
+    proxy_header: Option<fulcrum_config::ProxyVersion>,
+    tls: Option<Arc<crate::upstream_tls::TlsClient>>,
+}
+
+async fn probe(backend: &Backend, check: &HealthCheck, reach: &Reach) -> (ProbeResult, String) {
     let started = Instant::now();
     let outcome = tokio::time::timeout(check.timeout, async {
         let mut stream =
             TcpStream::connect(backend.address).await.map_err(|e| format!("connect failed: {e}"))?;
-        if let Some(version) = send_proxy_protocol {
+        if let Some(version) = reach.proxy_header {
             // A backend that expects PROXY headers gets one naming no client.
             let header = crate::proxy_protocol::local_header(version);
             tokio::io::AsyncWriteExt::write_all(&mut stream, &header)
                 .await
                 .map_err(|e| format!("sending the PROXY header failed: {e}"))?;
         }
-        match check.kind {
-            ProbeKind::Tcp => Ok(()),
-            ProbeKind::Http => http_probe(stream, backend, check).await,
+        match (check.kind, &reach.tls) {
+            (ProbeKind::Tcp, _) => Ok(()),
+            (ProbeKind::Http, None) => http_probe(stream, backend, check).await,
+            (ProbeKind::Http, Some(tls)) => {
+                let stream = tls
+                    .connect(backend.address, stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                http_probe(stream, backend, check).await
+            }
         }
     })
     .await;
@@ -123,7 +134,10 @@ async fn probe(
     }
 }
 
-async fn http_probe(stream: TcpStream, backend: &Backend, check: &HealthCheck) -> Result<(), String> {
+async fn http_probe<S>(stream: S, backend: &Backend, check: &HealthCheck) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP handshake failed: {e}"))?;

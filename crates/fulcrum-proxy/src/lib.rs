@@ -44,6 +44,7 @@ mod testing;
 mod tiers;
 mod tls;
 mod upstream;
+mod upstream_tls;
 
 pub use events::Event;
 pub use release::canary::{CanaryView, Figures, Judged};

@@ -52,6 +52,9 @@ pub struct Pool {
     by_address: HashMap<u64, usize>,
     /// Admission control, when configured.
     pub admission: Option<Arc<PoolAdmission>>,
+    /// TLS to the backends, when the pool configures it (set by the server,
+    /// which reads its files and can fail).
+    pub tls: Option<Arc<crate::upstream_tls::TlsClient>>,
 }
 
 /// What pools of one config share: the `[geo]` data, the `[redis]` store
@@ -122,6 +125,7 @@ impl Pool {
             affinity,
             by_address,
             admission: config.admission.as_ref().map(|a| Arc::new(PoolAdmission::new(a, now))),
+            tls: None,
         };
         pool.reweigh(now);
         pool

@@ -134,6 +134,15 @@ impl Proxy {
             crate::access_log::AccessLog::start(&config.log).context("cannot open the access log")?
         };
 
+        // Certificates and keys for TLS to backends are read before anything changes.
+        let mut tls_clients = BTreeMap::new();
+        for (name, pool) in &config.pools {
+            if let Some(tls) = &pool.tls {
+                let client = crate::upstream_tls::TlsClient::new(name, tls)
+                    .with_context(|| format!("pool `{name}`: tls"))?;
+                tls_clients.insert(name.clone(), Arc::new(client));
+            }
+        }
         let pools: BTreeMap<String, Arc<Pool>> = config
             .pools
             .iter()
@@ -146,7 +155,9 @@ impl Proxy {
                     .filter(|p| p.affinity.is_none() || same_sharing)
                     .map(Arc::clone);
                 let pool = reuse.unwrap_or_else(|| {
-                    Arc::new(Pool::build(name, pool, running.pools.get(name).map(|p| &**p), &shared))
+                    let mut built = Pool::build(name, pool, running.pools.get(name).map(|p| &**p), &shared);
+                    built.tls = tls_clients.get(name).cloned();
+                    Arc::new(built)
                 });
                 (name.clone(), pool)
             })

@@ -51,6 +51,8 @@ pub struct Target {
     pub max_idle: usize,
     /// The PROXY header each new connection opens with (`send_proxy_protocol`).
     pub proxy_header: Option<Arc<[u8]>>,
+    /// TLS to the backend, when the pool configures it.
+    pub tls: Option<Arc<crate::upstream_tls::TlsClient>>,
 }
 
 impl Target {
@@ -63,7 +65,19 @@ impl Target {
             idle_timeout: pool.timeouts.idle,
             max_idle: pool.max_idle_per_backend,
             proxy_header: None,
+            tls: pool.tls.clone(),
         }
+        .keyed_by_tls()
+    }
+
+    /// Connections over TLS are pooled apart from clear ones to the same
+    /// address, and from those of other TLS settings.
+    #[inline]
+    fn keyed_by_tls(mut self) -> Self {
+        if let Some(tls) = &self.tls {
+            self.backend_key = fulcrum_balance::mix64(self.backend_key ^ tls.id.rotate_left(32));
+        }
+        self
     }
 
     /// The target for `backend` as a connection of the client at
@@ -212,6 +226,27 @@ pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<Requ
     if let Some(header) = &target.proxy_header {
         tokio::io::AsyncWriteExt::write_all(&mut stream, header).await.map_err(UpstreamError::Connect)?;
     }
+    match &target.tls {
+        None => handshake(stream, target, upgrades).await,
+        Some(tls) => {
+            let stream = tokio::time::timeout(target.connect_timeout, tls.connect(target.address, stream))
+                .await
+                .map_err(|_| UpstreamError::ConnectTimeout)?
+                .map_err(UpstreamError::Tls)?;
+            handshake(stream, target, upgrades).await
+        }
+    }
+}
+
+/// HTTP/1.1 over a connected `stream`, its connection task spawned.
+async fn handshake<S>(
+    stream: S,
+    target: &Target,
+    upgrades: bool,
+) -> Result<SendRequest<RequestBody>, UpstreamError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = http1::Builder::new()
         .writev(false)
         .max_buf_size(MAX_BUFFER)
@@ -271,6 +306,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             max_idle: 4,
             proxy_header: None,
+            tls: None,
         }
     }
 

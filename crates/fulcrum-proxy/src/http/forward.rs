@@ -568,7 +568,10 @@ async fn forward(
                     // refused the connection or dropped it mid-request).
                     let unreachable = matches!(
                         error,
-                        UpstreamError::Connect(_) | UpstreamError::ConnectTimeout | UpstreamError::Send(_)
+                        UpstreamError::Connect(_)
+                            | UpstreamError::ConnectTimeout
+                            | UpstreamError::Tls(_)
+                            | UpstreamError::Send(_)
                     );
                     if pinned && unreachable {
                         respond::session_unavailable()
@@ -696,9 +699,10 @@ fn retry_on_status(policy: &Retries, status: StatusCode) -> bool {
 
 fn retry_on_error(policy: &Retries, error: &UpstreamError) -> bool {
     match error {
-        UpstreamError::Connect(_) | UpstreamError::ConnectTimeout | UpstreamError::Handshake(_) => {
-            policy.on.connect_failure || policy.on.gateway_error
-        }
+        UpstreamError::Connect(_)
+        | UpstreamError::ConnectTimeout
+        | UpstreamError::Handshake(_)
+        | UpstreamError::Tls(_) => policy.on.connect_failure || policy.on.gateway_error,
         UpstreamError::Send(_) => policy.on.reset || policy.on.gateway_error,
         UpstreamError::ResponseTimeout => policy.on.gateway_error,
         UpstreamError::RequestTimeout | UpstreamError::ClientBody(_) | UpstreamError::BodyTooLarge => false,

@@ -1,0 +1,117 @@
+//! TLS to backends end to end, with a test CA and real TLS backends: a
+//! verified backend answers, one signed by another CA is a 502 with the
+//! verification error in the log, a backend that requires a client
+//! certificate gets the pool's, and `verify = false` connects to anything
+//! with a warning.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use common::*;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A TLS backend for `backend.test` signed by `ca`, answering with whether
+/// the client presented a certificate; with `client_ca` it requires one
+/// signed by that CA.
+async fn tls_backend(ca: &Ca, dir: &std::path::Path, file: &str, client_ca: Option<&Ca>) -> SocketAddr {
+    leaf(ca, "backend.test", dir, file);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join(format!("{file}.pem")))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{file}.key"))).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(client_ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(client_ca.cert.der().clone()).unwrap();
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(builder.with_single_cert(chain, key).unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let presented = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                let service = service_fn(move |_request| async move {
+                    Ok::<_, Infallible>(text(format!("tls ok, client certificate: {presented}")))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_are_verified_a_wrong_ca_is_a_502_and_client_certificates_are_presented() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other_ca, client_ca) = (ca(), ca(), ca());
+    std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("other-ca.pem"), other_ca.cert.pem()).unwrap();
+    leaf(&client_ca, "fulcrum.test", dir.path(), "client");
+    let plain = tls_backend(&ca, dir.path(), "plain", None).await;
+    let strict = tls_backend(&ca, dir.path(), "strict", Some(&client_ca)).await;
+    let listen = local(free_port());
+    let route = |prefix: &str, pool: &str| {
+        format!("[[listeners.routes]]\npath_prefix = \"/{prefix}\"\npool = \"{pool}\"\n\n")
+    };
+    let pool = |name: &str, backend: SocketAddr, tls: &str| {
+        format!("[pools.{name}]\nbackends = [{{ address = \"{backend}\" }}]\ntls = {{ {tls} }}\n\n")
+    };
+    let config = format!("[[listeners]]\nname = \"web\"\nlisten = \"{listen}\"\npool = \"verified\"\n\n")
+        + &route("wrong", "wrong_ca")
+        + &route("mtls", "mtls")
+        + &route("nocert", "no_client_cert")
+        + &route("anything", "unverified")
+        + &pool("verified", plain, "ca = \"ca.pem\", sni = \"backend.test\"")
+        + &pool("wrong_ca", plain, "ca = \"other-ca.pem\", sni = \"backend.test\"")
+        + &pool(
+            "mtls",
+            strict,
+            "ca = \"ca.pem\", sni = \"backend.test\", client_cert = \"client.pem\", client_key = \"client.key\"",
+        )
+        + &pool("no_client_cert", strict, "ca = \"ca.pem\", sni = \"backend.test\"")
+        + &pool("unverified", plain, "verify = false");
+    let lb = Fulcrum::start_in(dir, &config, listen);
+
+    let answer = get_with(&format!("http://{listen}/"), &[]).await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "tls ok, client certificate: false"));
+    let answer = get_with(&format!("http://{listen}/wrong"), &[]).await;
+    assert_eq!(answer.status, 502, "{}", answer.body);
+    lb.wait_for_log("TLS handshake with the backend failed");
+    let line =
+        lb.log().lines().find(|l| l.contains("TLS handshake with the backend failed")).unwrap().to_string();
+    println!("{line}");
+    assert!(line.contains("invalid peer certificate") && line.contains(&plain.to_string()), "{line}");
+
+    let answer = get_with(&format!("http://{listen}/mtls"), &[]).await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "tls ok, client certificate: true"));
+    let answer = get_with(&format!("http://{listen}/nocert"), &[]).await;
+    assert_eq!(answer.status, 502, "a backend requiring a client certificate let one without in");
+
+    let answer = get_with(&format!("http://{listen}/anything"), &[]).await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "tls ok, client certificate: false"));
+    assert!(lb.log().contains("tls.verify = false"), "no warning for an unverified pool");
+}
