@@ -179,6 +179,9 @@ pub enum ByteSize {
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
     pub certificates: Vec<CertificateFile>,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
+    pub min_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -217,6 +217,21 @@ pub enum Protocol {
 pub struct Tls {
     /// PEM certificate chains with their keys; the first is the default.
     pub certificates: Vec<CertificatePaths>,
+    /// CAs that sign client certificates (mTLS); none by default.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client certificate is required (default) or optional, with `client_ca`.
+    pub client_auth_required: bool,
+    /// Oldest TLS version accepted (default 1.2).
+    pub min_version: TlsVersion,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (and 1.3).
+    V1_2,
+    /// TLS 1.3 only.
+    V1_3,
 }
 
 /// A PEM certificate chain and its private key.

@@ -149,7 +149,39 @@ impl Validator<'_> {
             let key = self.existing_file(&path.key("key"), &pair.key);
             certificates.push(CertificatePaths { cert: cert?, key: key? });
         }
-        Some(Tls { certificates })
+        let client_ca = match &raw.client_ca {
+            Some(ca) => Some(self.existing_file(&path.key("client_ca"), ca)?),
+            None => None,
+        };
+        let client_auth_required = match raw.client_auth.as_deref() {
+            None | Some("required") => true,
+            Some("optional") => false,
+            Some(other) => {
+                self.error(
+                    &path.key("client_auth"),
+                    format!("`{other}` is not a client_auth; expected required or optional"),
+                );
+                true
+            }
+        };
+        if raw.client_auth.is_some() && client_ca.is_none() {
+            self.error(
+                &path.key("client_auth"),
+                "client certificates need `client_ca`, the CAs that sign them",
+            );
+        }
+        let min_version = match raw.min_version.as_deref() {
+            None | Some("1.2") => TlsVersion::V1_2,
+            Some("1.3") => TlsVersion::V1_3,
+            Some(other) => {
+                self.error(
+                    &path.key("min_version"),
+                    format!("`{other}` is not a TLS version Fulcrum speaks; expected \"1.2\" or \"1.3\""),
+                );
+                TlsVersion::V1_2
+            }
+        };
+        Some(Tls { certificates, client_ca, client_auth_required, min_version })
     }
 
     pub(crate) fn existing_file(&mut self, path: &KeyPath, value: &str) -> Option<std::path::PathBuf> {

@@ -154,16 +154,18 @@ async fn serve_connection(stream: TcpStream, endpoints: Endpoints, acceptor: Acc
     }
     // Only what this connection needs is taken from the state: a
     // keep-alive connection must not keep a replaced generation alive.
-    let (protocol, tcp_pool, tls, builder, limits) = {
+    let (protocol, tcp_pool, tls, builder, limits, client_certificates) = {
         let state = acceptor.state.load();
         let tcp_pool = (state.protocol == Protocol::Tcp).then(|| Arc::clone(&state.default_pool));
-        (state.protocol, tcp_pool, state.tls.clone(), Arc::clone(&state.builder), state.limits)
+        let tls = state.tls.clone();
+        (state.protocol, tcp_pool, tls, Arc::clone(&state.builder), state.limits, state.client_certificates)
     };
     let client = |proto: &'static str| ClientInfo {
         addr: peer.ip(),
         ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value"),
         proto: HeaderValue::from_static(proto),
         endpoints,
+        cert_subject: None,
     };
     match protocol {
         Protocol::Tcp => {
@@ -187,9 +189,13 @@ async fn serve_connection(stream: TcpStream, endpoints: Endpoints, acceptor: Acc
                 Ok(Err(e)) => return tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(client = %peer, "TLS handshake timed out"),
             };
+            let mut client = client("https");
+            if client_certificates {
+                client.cert_subject = Some(crate::tls::client_subject(stream.get_ref().1));
+            }
             let connection = Arc::new(Connection {
                 state: Arc::clone(&acceptor.state),
-                client: client("https"),
+                client,
                 activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
                 gate: Arc::clone(&acceptor.gate),
             });

@@ -215,6 +215,7 @@ impl Proxy {
                 max_connections_per_ip: listener.max_connections_per_ip,
                 limits: listener.limits,
                 proxy_protocol: listener.proxy_protocol.clone(),
+                client_certificates: listener.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
                 hsts: listener.hsts.as_deref().and_then(|h| http::HeaderValue::from_str(h).ok()),
                 builder: Arc::new(crate::http::connection_builder(&listener.limits)),
             };

@@ -26,6 +26,8 @@ pub struct ListenerState {
     pub default_pool: Arc<Pool>,
     /// TLS acceptor, for https.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Clients may present certificates (`tls.client_ca`), whose subject backends are told.
+    pub client_certificates: bool,
     /// Where requests are logged, when `[log] access` is on.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// The rate limit every request of the listener counts against.

@@ -4,7 +4,10 @@
 //! when the config is loaded. A wildcard `*.example.com` matches exactly
 //! one more leftmost label, as browsers match it (RFC 6125 §6.4.3); the
 //! client still verifies the certificate itself. ALPN offers h2 and
-//! http/1.1.
+//! http/1.1. With `client_ca` clients present certificates signed by it
+//! (mTLS, required or optional), whose subject the backend is told.
+//! Sessions resume by ticket (RFC 5077/8446, rotating ticket keys) or by
+//! id from a cache of [`SESSION_CACHE`] sessions.
 
 use std::sync::Arc;
 
@@ -35,13 +38,45 @@ pub fn server_config(tls: &Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         })?;
         certificates.push(Named { names, key: Arc::new(CertifiedKey::new(chain, signing_key)) });
     }
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("no TLS protocol version available")?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { certificates }));
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
+        fulcrum_config::TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        fulcrum_config::TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(versions)
+        .context("no TLS protocol version available")?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("cannot read client CAs from {}", ca.display()))?
+            {
+                roots.add(cert).with_context(|| format!("unusable client CA in {}", ca.display()))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if tls.client_auth_required { verifier } else { verifier.allow_unauthenticated() };
+            builder.with_client_cert_verifier(verifier.build().context("cannot verify client certificates")?)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver { certificates }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    config.ticketer = rustls::crypto::ring::Ticketer::new().context("cannot make TLS session tickets")?;
     Ok(Arc::new(config))
+}
+
+/// Sessions kept for resumption by id (each a few hundred bytes).
+pub const SESSION_CACHE: usize = 20_000;
+
+/// The subject of the certificate the client presented and rustls
+/// verified, as a header value (`CN=alice, O=Example`).
+pub fn client_subject(connection: &rustls::ServerConnection) -> Option<http::HeaderValue> {
+    let leaf = connection.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    http::HeaderValue::from_str(&cert.subject().to_string()).ok()
 }
 
 /// A certificate and the DNS names (lowercase, maybe `*.`-wildcards) it is for.

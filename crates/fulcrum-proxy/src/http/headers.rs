@@ -97,7 +97,12 @@ pub struct ClientInfo {
     /// The client's and the listener's socket addresses (as a trusted
     /// PROXY header gave them), for PROXY headers sent upstream.
     pub endpoints: crate::proxy_protocol::Endpoints,
+    /// On listeners with `tls.client_ca`: the verified client
+    /// certificate's subject, if the client presented one.
+    pub cert_subject: Option<Option<HeaderValue>>,
 }
+
+static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
 
 /// Rewrites a client request for the backend. `upgrade` keeps the
 /// protocol-switch headers a WebSocket handshake needs.
@@ -126,6 +131,13 @@ pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: bool) {
         }
     };
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+    if let Some(subject) = &client.cert_subject {
+        // Only what the handshake verified: a client's own claim is dropped.
+        headers.remove(&X_CLIENT_CERT_SUBJECT);
+        if let Some(subject) = subject {
+            headers.insert(X_CLIENT_CERT_SUBJECT.clone(), subject.clone());
+        }
+    }
     headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
 
     let host = match headers.get(header::HOST) {
@@ -190,6 +202,7 @@ mod tests {
                 client: "10.0.0.9:40000".parse().unwrap(),
                 local: "10.0.0.1:80".parse().unwrap(),
             },
+            cert_subject: None,
         }
     }
 

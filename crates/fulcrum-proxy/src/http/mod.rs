@@ -131,6 +131,7 @@ pub mod fuzzing {
                 client: std::net::SocketAddr::new(client, 1),
                 local: std::net::SocketAddr::new(client, 2),
             },
+            cert_subject: Some(None),
         };
         let variables = super::rewrite::Variables::of(&parts, client, "http");
         super::headers::prepare_request(&mut parts, &info, upgrade);
