@@ -143,8 +143,16 @@ pub struct ListenerFile {
     pub tls: Option<TlsFile>,
     pub hsts: Option<String>,
     pub proxy_protocol: Option<ProxyProtocolFile>,
+    pub udp: Option<UdpFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdpFile {
+    pub session_idle: Option<String>,
+    pub max_sessions: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -197,6 +197,8 @@ pub struct Listener {
     pub hsts: Option<String>,
     /// PROXY protocol headers taken from trusted networks; none by default.
     pub proxy_protocol: Option<crate::ProxyProtocol>,
+    /// Flow settings, for `udp` listeners.
+    pub udp: Udp,
     /// L7 routing rules; the first match wins.
     pub routes: Vec<Route>,
 }
@@ -210,6 +212,28 @@ pub enum Protocol {
     Https,
     /// Raw TCP, balanced per connection.
     Tcp,
+    /// UDP datagrams, balanced per flow (client address).
+    Udp,
+}
+
+/// `udp.session_idle`.
+pub const DEFAULT_UDP_SESSION_IDLE: Duration = Duration::from_secs(30);
+/// `udp.max_sessions`.
+pub const DEFAULT_UDP_MAX_SESSIONS: usize = 100_000;
+
+/// How a UDP listener keeps its flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Udp {
+    /// A flow with no datagram either way for this long is forgotten (default 30s).
+    pub session_idle: Duration,
+    /// Flows kept at once; datagrams of new flows beyond it are dropped (default 100000).
+    pub max_sessions: usize,
+}
+
+impl Default for Udp {
+    fn default() -> Self {
+        Self { session_idle: DEFAULT_UDP_SESSION_IDLE, max_sessions: DEFAULT_UDP_MAX_SESSIONS }
+    }
 }
 
 /// Certificates of an `https` listener; one is chosen per connection by SNI.

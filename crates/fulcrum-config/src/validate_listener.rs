@@ -53,10 +53,11 @@ impl Validator<'_> {
             "http" => Protocol::Http,
             "https" => Protocol::Https,
             "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
             other => {
                 self.error(
                     &path.key("protocol"),
-                    format!("unknown protocol `{other}`; expected http, https or tcp"),
+                    format!("unknown protocol `{other}`; expected http, https, tcp or udp"),
                 );
                 return None;
             }
@@ -74,9 +75,31 @@ impl Validator<'_> {
             }
             (None, _) => None,
         };
-        if protocol == Protocol::Tcp && !raw.routes.is_empty() {
-            self.error(&path.key("routes"), "a tcp listener cannot route by HTTP rules; remove `routes`");
+        if matches!(protocol, Protocol::Tcp | Protocol::Udp) && !raw.routes.is_empty() {
+            self.error(
+                &path.key("routes"),
+                "a tcp or udp listener cannot route by HTTP rules; remove `routes`",
+            );
         }
+        if raw.udp.is_some() && protocol != Protocol::Udp {
+            self.error(&path.key("udp"), "only a udp listener takes `udp`");
+        }
+        if raw.proxy_protocol.is_some() && protocol == Protocol::Udp {
+            self.error(&path.key("proxy_protocol"), "a udp listener takes no PROXY headers");
+        }
+        let udp = match &raw.udp {
+            Some(udp) => crate::Udp {
+                session_idle: self.duration(
+                    &path.key("udp").key("session_idle"),
+                    udp.session_idle.as_ref(),
+                    crate::DEFAULT_UDP_SESSION_IDLE,
+                ),
+                max_sessions: self
+                    .positive(&path.key("udp").key("max_sessions"), udp.max_sessions)
+                    .unwrap_or(crate::DEFAULT_UDP_MAX_SESSIONS),
+            },
+            None => crate::Udp::default(),
+        };
         let routes: Vec<Route> = raw
             .routes
             .iter()
@@ -121,6 +144,7 @@ impl Validator<'_> {
                 .proxy_protocol
                 .as_ref()
                 .map(|p| self.proxy_protocol(p, &path.key("proxy_protocol"))),
+            udp,
             routes,
         })
     }

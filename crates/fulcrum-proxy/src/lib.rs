@@ -43,6 +43,7 @@ mod tcp;
 mod testing;
 mod tiers;
 mod tls;
+mod udp;
 mod upstream;
 mod upstream_tls;
 

@@ -49,11 +49,26 @@ pub struct Acceptor {
     pub watchlist: Arc<l7::Watchlist>,
 }
 
-/// Binds `address` (with `SO_REUSEADDR`, as every restartable server does).
-pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+/// A listening socket: TCP for http, https and tcp listeners, UDP for udp ones.
+#[derive(Debug)]
+pub enum Socket {
+    /// Accepts connections.
+    Stream(TcpListener),
+    /// Receives datagrams.
+    Datagram(tokio::net::UdpSocket),
+}
+
+/// Binds `address` for `protocol` (TCP with `SO_REUSEADDR`, as every
+/// restartable server does).
+pub fn bind(address: SocketAddr, protocol: Protocol) -> std::io::Result<Socket> {
+    if protocol == Protocol::Udp {
+        let socket = std::net::UdpSocket::bind(address)?;
+        socket.set_nonblocking(true)?;
+        return Ok(Socket::Datagram(tokio::net::UdpSocket::from_std(socket)?));
+    }
     let socket = std::net::TcpListener::bind(address)?;
     socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket)
+    Ok(Socket::Stream(TcpListener::from_std(socket)?))
 }
 
 /// Accepts connections until `acceptor.stop` fires.
@@ -173,6 +188,8 @@ async fn serve_connection(stream: TcpStream, endpoints: Endpoints, acceptor: Acc
                 tcp::proxy(stream, endpoints, &pool).await;
             }
         }
+        // A udp listener's socket receives datagrams; it accepts nothing.
+        Protocol::Udp => {}
         Protocol::Http => {
             let connection = Arc::new(Connection {
                 state: Arc::clone(&acceptor.state),

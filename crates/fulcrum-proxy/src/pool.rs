@@ -217,6 +217,16 @@ impl Pool {
         None
     }
 
+    /// Whether the backend at `address_key` is still one of this pool's and
+    /// may take traffic now (a UDP flow re-picks when not).
+    pub fn still_serves(&self, address_key: u64, now: u64) -> bool {
+        self.by_address.get(&address_key).is_some_and(|&i| {
+            let backend = &self.backends[i];
+            backend.state == fulcrum_config::BackendState::Active
+                && backend.guards.serves(now, backend.load.in_flight())
+        })
+    }
+
     /// An attempt on the backend a session is bound to (by its address
     /// key), when it can serve at `now`: active (or draining while the
     /// affinity keeps sessions on draining backends), healthy, not ejected,

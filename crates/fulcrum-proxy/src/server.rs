@@ -215,12 +215,21 @@ impl Proxy {
                 max_connections_per_ip: listener.max_connections_per_ip,
                 limits: listener.limits,
                 proxy_protocol: listener.proxy_protocol.clone(),
+                udp: listener.udp,
                 client_certificates: listener.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
                 hsts: listener.hsts.as_deref().and_then(|h| http::HeaderValue::from_str(h).ok()),
                 builder: Arc::new(crate::http::connection_builder(&listener.limits)),
             };
-            if !running.listeners.contains_key(&listener.listen) {
-                let socket = listener::bind(listener.listen).with_context(|| {
+            let datagram = |state: &ListenerState| state.protocol == Protocol::Udp;
+            if let Some(existing) = running.listeners.get(&listener.listen) {
+                anyhow::ensure!(
+                    datagram(&existing.state.load()) == datagram(&state),
+                    "listener `{}` on {}: switching between udp and a stream protocol needs a restart",
+                    listener.name,
+                    listener.listen
+                );
+            } else {
+                let socket = listener::bind(listener.listen, listener.protocol).with_context(|| {
                     format!("listener `{}` cannot listen on {}", listener.name, listener.listen)
                 })?;
                 bound.push((listener.listen, socket));
@@ -276,7 +285,7 @@ impl Proxy {
     fn spawn_listener(
         &self,
         address: SocketAddr,
-        socket: tokio::net::TcpListener,
+        socket: listener::Socket,
         state: ListenerState,
     ) -> RunningListener {
         tracing::info!(listener = %state.name, %address, protocol = ?state.protocol, "listening");
@@ -293,7 +302,14 @@ impl Proxy {
             gate: Arc::clone(&running.gate),
             watchlist: Arc::clone(&self.watchlist),
         };
-        tokio::spawn(listener::accept_loop(socket, acceptor));
+        match socket {
+            listener::Socket::Stream(socket) => drop(tokio::spawn(listener::accept_loop(socket, acceptor))),
+            listener::Socket::Datagram(socket) => drop(tokio::spawn(crate::udp::serve(
+                socket,
+                Arc::clone(&running.state),
+                running.stop.clone(),
+            ))),
+        }
         running
     }
 
@@ -363,6 +379,7 @@ impl Proxy {
             Protocol::Http => "http",
             Protocol::Https => "https",
             Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
         };
         Stats {
             listeners: running

@@ -42,6 +42,8 @@ pub struct ListenerState {
     pub max_connections_per_ip: Option<usize>,
     /// Request limits.
     pub limits: fulcrum_config::Limits,
+    /// Flow settings, for udp.
+    pub udp: fulcrum_config::Udp,
     /// PROXY headers taken, and from whom.
     pub proxy_protocol: Option<fulcrum_config::ProxyProtocol>,
     /// `Strict-Transport-Security` on every response, for https.

@@ -12,12 +12,13 @@ pub fn check(path: &Path) -> ExitCode {
             let backends: usize = config.pools.values().map(|p| p.backends.len()).sum();
             let count = |p: Protocol| config.listeners.iter().filter(|l| l.protocol == p).count();
             println!(
-                "{}: ok — {} listeners ({} http, {} https, {} tcp), {} pools, {} backends",
+                "{}: ok — {} listeners ({} http, {} https, {} tcp, {} udp), {} pools, {} backends",
                 path.display(),
                 config.listeners.len(),
                 count(Protocol::Http),
                 count(Protocol::Https),
                 count(Protocol::Tcp),
+                count(Protocol::Udp),
                 config.pools.len(),
                 backends
             );

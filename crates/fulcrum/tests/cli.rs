@@ -21,7 +21,7 @@ fn check_accepts_a_valid_config_with_a_summary() {
          [pools.app]\nbackends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\" }]\n",
     );
     assert_eq!(code, 0);
-    assert!(out.contains("ok — 1 listeners (1 http, 0 https, 0 tcp), 1 pools, 2 backends"), "{out}");
+    assert!(out.contains("ok — 1 listeners (1 http, 0 https, 0 tcp, 0 udp), 1 pools, 2 backends"), "{out}");
 }
 
 #[test]
