@@ -290,6 +290,7 @@ pub struct PoolFile {
     pub admission: Option<AdmissionFile>,
     pub send_proxy_protocol: Option<String>,
     pub tls: Option<UpstreamTlsFile>,
+    pub protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

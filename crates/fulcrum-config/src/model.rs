@@ -380,6 +380,27 @@ pub struct Pool {
     pub send_proxy_protocol: Option<crate::ProxyVersion>,
     /// TLS to the backends (`tls`); clear text by default.
     pub tls: Option<crate::UpstreamTls>,
+    /// What HTTP the backends speak (default HTTP/1.1).
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version spoken to a pool's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, one request at a time per pooled connection.
+    #[default]
+    Http1,
+    /// HTTP/2 in clear text (prior knowledge), multiplexed.
+    H2c,
+    /// HTTP/2 over TLS (ALPN `h2`), multiplexed; needs `tls`.
+    H2,
+}
+
+impl UpstreamProtocol {
+    /// Whether requests are multiplexed on shared HTTP/2 connections.
+    pub fn is_h2(self) -> bool {
+        matches!(self, Self::H2c | Self::H2)
+    }
 }
 
 /// The request property hashing algorithms place by. A request without

@@ -323,7 +323,27 @@ impl Validator<'_> {
             send_proxy_protocol: self
                 .send_proxy_protocol(&path.key("send_proxy_protocol"), raw.send_proxy_protocol.as_ref()),
             tls: raw.tls.as_ref().and_then(|t| self.upstream_tls(t, &path.key("tls"))),
+            protocol: self.upstream_protocol(raw, &path.key("protocol")),
         })
+    }
+
+    fn upstream_protocol(&mut self, raw: &PoolFile, path: &KeyPath) -> UpstreamProtocol {
+        let protocol = match raw.protocol.as_deref() {
+            None | Some("http1") => UpstreamProtocol::Http1,
+            Some("h2c") => UpstreamProtocol::H2c,
+            Some("h2") => UpstreamProtocol::H2,
+            Some(other) => {
+                self.error(path, format!("unknown backend protocol `{other}`; expected http1, h2c or h2"));
+                UpstreamProtocol::Http1
+            }
+        };
+        if protocol == UpstreamProtocol::H2 && raw.tls.is_none() {
+            self.error(path, "`h2` is HTTP/2 over TLS: give the pool `tls` (or use `h2c` for clear text)");
+        }
+        if protocol == UpstreamProtocol::H2c && raw.tls.is_some() {
+            self.error(path, "`h2c` is HTTP/2 in clear text; with `tls`, use `h2`");
+        }
+        protocol
     }
 
     /// `algorithm` with the pool's algorithm-specific keys applied; a key

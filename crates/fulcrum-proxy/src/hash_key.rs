@@ -101,6 +101,7 @@ mod tests {
             admission: None,
             send_proxy_protocol: None,
             tls: None,
+            protocol: Default::default(),
         }
     }
 

@@ -45,6 +45,7 @@ mod tiers;
 mod tls;
 mod udp;
 mod upstream;
+mod upstream_h2;
 mod upstream_tls;
 
 pub use events::Event;

@@ -138,7 +138,7 @@ impl Proxy {
         let mut tls_clients = BTreeMap::new();
         for (name, pool) in &config.pools {
             if let Some(tls) = &pool.tls {
-                let client = crate::upstream_tls::TlsClient::new(name, tls)
+                let client = crate::upstream_tls::TlsClient::new(name, tls, pool.protocol)
                     .with_context(|| format!("pool `{name}`: tls"))?;
                 tls_clients.insert(name.clone(), Arc::new(client));
             }

@@ -22,6 +22,8 @@ use tokio::time::Instant;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use crate::backend::Backend;
 use crate::error::UpstreamError;
@@ -218,6 +220,15 @@ pub async fn send(
 /// A new connection to `target`; `upgrades` keeps it usable for a
 /// protocol switch (WebSocket), after which it is never pooled.
 pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<RequestBody>, UpstreamError> {
+    match open(target).await? {
+        Either::Left(stream) => handshake(stream, target, upgrades).await,
+        Either::Right(stream) => handshake(stream, target, upgrades).await,
+    }
+}
+
+/// A connection to the target's backend: TCP, then its PROXY header and
+/// TLS handshake when the pool has them.
+pub async fn open(target: &Target) -> Result<Either<TcpStream, TlsStream<TcpStream>>, UpstreamError> {
     let mut stream = tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.address))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout)?
@@ -226,16 +237,12 @@ pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<Requ
     if let Some(header) = &target.proxy_header {
         tokio::io::AsyncWriteExt::write_all(&mut stream, header).await.map_err(UpstreamError::Connect)?;
     }
-    match &target.tls {
-        None => handshake(stream, target, upgrades).await,
-        Some(tls) => {
-            let stream = tokio::time::timeout(target.connect_timeout, tls.connect(target.address, stream))
-                .await
-                .map_err(|_| UpstreamError::ConnectTimeout)?
-                .map_err(UpstreamError::Tls)?;
-            handshake(stream, target, upgrades).await
-        }
-    }
+    let Some(tls) = &target.tls else { return Ok(Either::Left(stream)) };
+    let stream = tokio::time::timeout(target.connect_timeout, tls.connect(target.address, stream))
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout)?
+        .map_err(UpstreamError::Tls)?;
+    Ok(Either::Right(stream))
 }
 
 /// HTTP/1.1 over a connected `stream`, its connection task spawned.

@@ -31,7 +31,11 @@ impl std::fmt::Debug for TlsClient {
 
 impl TlsClient {
     /// The client for `tls` of pool `pool`, reading its files now.
-    pub fn new(pool: &str, tls: &UpstreamTls) -> anyhow::Result<Self> {
+    pub fn new(
+        pool: &str,
+        tls: &UpstreamTls,
+        protocol: fulcrum_config::UpstreamProtocol,
+    ) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -42,7 +46,7 @@ impl TlsClient {
             tracing::warn!(pool, "tls.verify = false: backends' certificates are not verified (anyone on the path can impersonate them)");
             builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnything(provider)))
         };
-        let config = match &tls.client_cert {
+        let mut config = match &tls.client_cert {
             Some((cert, key)) => {
                 let chain = read_chain(cert)?;
                 let key = PrivateKeyDer::from_pem_file(key)
@@ -51,6 +55,8 @@ impl TlsClient {
             }
             None => builder.with_no_client_auth(),
         };
+        // ALPN names the one protocol the pool speaks.
+        config.alpn_protocols = vec![if protocol.is_h2() { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
         let sni = match &tls.sni {
             Some(name) => Some(
                 ServerName::try_from(name.clone())

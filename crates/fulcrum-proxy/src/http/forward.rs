@@ -216,7 +216,14 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
     };
     let mut origin = Origin { key, client, session, secure: connection.client.proto == "https" };
     let upgrade = headers::is_upgrade(&parts);
+    // `TE: trailers` is hop-by-hop, but HTTP/2 carries it end to end (RFC
+    // 9113 §8.2.2) and gRPC backends require it.
+    let te_trailers = pool.config.protocol.is_h2()
+        && parts.headers.get(http::header::TE).is_some_and(|te| te.as_bytes() == b"trailers");
     headers::prepare_request(&mut parts, &connection.client, upgrade);
+    if te_trailers {
+        parts.headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    }
     if let Some(route) = route.filter(|r| r.rewrites_request()) {
         if let Some(variables) = &variables {
             rewrite::apply(&mut parts.headers, &route.request_headers, variables);
@@ -601,8 +608,9 @@ async fn forward(
 
 /// A response's headers, the connection it came on and the request's
 /// in-flight count, which lasts until the response body ends.
+/// (No connection for HTTP/2 backends: theirs is shared.)
 pub type Sent =
-    (Response<Incoming>, (hyper::client::conn::http1::SendRequest<RequestBody>, Target), InFlight);
+    (Response<Incoming>, Option<(hyper::client::conn::http1::SendRequest<RequestBody>, Target)>, InFlight);
 
 /// One attempt on `backend`: a pooled connection, the request, the
 /// response headers within the pool's timeout. (Mirrored copies go
@@ -615,17 +623,36 @@ pub async fn send(
 ) -> Result<Sent, UpstreamError> {
     let target = Target::for_client(backend, pool, endpoints);
     let in_flight = backend.load.start();
+    if pool.config.protocol.is_h2() {
+        return send_h2(pool, &target, request, in_flight).await;
+    }
     let connection = upstream::checkout(&target).await?;
     let (response, sender) =
         upstream::send(&target, connection, request, pool.timeouts.response_header).await?;
-    Ok((response, (sender, target), in_flight))
+    Ok((response, Some((sender, target)), in_flight))
+}
+
+/// One attempt on an HTTP/2 backend: the request made HTTP/2, sent on the
+/// backend's shared connection.
+#[cold]
+async fn send_h2(
+    pool: &Pool,
+    target: &Target,
+    request: Request<RequestBody>,
+    in_flight: InFlight,
+) -> Result<Sent, UpstreamError> {
+    let (mut parts, body) = request.into_parts();
+    crate::upstream_h2::to_h2(&mut parts, target.address, target.tls.is_some());
+    let request = Request::from_parts(parts, body);
+    let response = crate::upstream_h2::send(target, request, pool.timeouts.response_header).await?;
+    Ok((response, None, in_flight))
 }
 
 /// Streams a backend's response to the client.
 fn finish((response, connection, in_flight): Sent) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     headers::prepare_response(&mut parts.headers, false);
-    Response::from_parts(parts, ProxyBody::upstream(body, Some(connection), in_flight))
+    Response::from_parts(parts, ProxyBody::upstream(body, connection, in_flight))
 }
 
 /// Logs a failed attempt on `backend` and answers the client.

@@ -134,12 +134,12 @@ async fn copy(pool: &Pool, head: Parts, body: Option<Bytes>, endpoints: Endpoint
     let backend = Arc::clone(attempt.backend());
     let request = http::Request::from_parts(head, RequestBody::Replay(body));
     match crate::http::send(pool, &backend, request, &endpoints).await {
-        Ok((response, (sender, target), _in_flight)) => {
+        Ok((response, connection, _in_flight)) => {
             let status = response.status();
             let read = tokio::time::timeout(pool.timeouts.idle, response.into_body().collect()).await;
             let outcome = crate::http::outcome_of_status(status);
             attempt.finish(outcome, status.as_u16(), crate::clock::now_nanos());
-            if matches!(read, Ok(Ok(_))) {
+            if let (Ok(Ok(_)), Some((sender, target))) = (read, connection) {
                 upstream::checkin(&target, sender);
             }
             MirrorResult::Sent
