@@ -624,7 +624,7 @@ pub async fn send(
     let target = Target::for_client(backend, pool, endpoints);
     let in_flight = backend.load.start();
     if pool.config.protocol.is_h2() {
-        return send_h2(pool, &target, request, in_flight).await;
+        return Box::pin(send_h2(pool, &target, request, in_flight)).await;
     }
     let connection = upstream::checkout(&target).await?;
     let (response, sender) =
