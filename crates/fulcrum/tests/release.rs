@@ -118,7 +118,7 @@ async fn a_failing_canary_rolls_back_and_a_healthy_one_walks_every_step_to_promo
     let canary = |name: &str, prefix: &str, pool: &str| {
         format!(
             "[[listeners.routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\n\
-             canary = {{ pool = \"{pool}\", baseline = \"v1\", steps = [20, 50, 100], interval = \"1s\", min_requests = 50 }}\n\n"
+             canary = {{ pool = \"{pool}\", baseline = \"v1\", steps = [20, 50, 100], interval = \"1s\", min_requests = 50, max_p99_ratio = 4.0 }}\n\n"
         )
     };
     let routes = canary("broken", "/broken", "v2") + &canary("healthy", "/healthy", "healthy");
@@ -253,15 +253,15 @@ async fn a_blue_green_flip_under_load_fails_nothing_and_survives_a_restart() {
     }
 }
 
-/// The response times of `requests` GETs of `url` from 8 concurrent clients.
+/// The response times of `requests` GETs of `url` from 4 concurrent clients.
 async fn times_of(url: &str, requests: usize) -> Vec<Duration> {
-    let tasks: Vec<_> = (0..8)
+    let tasks: Vec<_> = (0..4)
         .map(|_| {
             let url = url.to_string();
             tokio::spawn(async move {
                 let client = client();
                 let mut times = Vec::new();
-                for _ in 0..requests / 8 {
+                for _ in 0..requests / 4 {
                     let started = Instant::now();
                     assert_eq!(get(&client, &url).await.0, 200);
                     times.push(started.elapsed());
@@ -289,9 +289,10 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirroring_to_a_slow_shadow_copies_a_tenth_and_leaves_the_primary_p99_alone() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    // The primary takes 20 ms, so its p99 is the backend's, not timer noise.
+    // The primary takes 100 ms and few clients ask at once, so its p99 is
+    // the backend's, not the machine's queueing or timer noise.
     let primary = backend(|_request| async {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         text("primary")
     })
     .await;
@@ -325,8 +326,8 @@ async fn mirroring_to_a_slow_shadow_copies_a_tenth_and_leaves_the_primary_p99_al
     // Alternating batches, so a hiccup of the machine falls on both sides.
     let (mut plain, mut mirrored) = (Vec::new(), Vec::new());
     for _ in 0..4 {
-        plain.extend(times_of(&format!("http://{listen}/plain"), 200).await);
-        mirrored.extend(times_of(&format!("http://{listen}/mirrored"), 200).await);
+        plain.extend(times_of(&format!("http://{listen}/plain"), 60).await);
+        mirrored.extend(times_of(&format!("http://{listen}/mirrored"), 60).await);
     }
     let (without, with) = (p99(plain), p99(mirrored));
     let ratio = with.as_secs_f64() / without.as_secs_f64();
@@ -335,8 +336,8 @@ async fn mirroring_to_a_slow_shadow_copies_a_tenth_and_leaves_the_primary_p99_al
     // Every copy has been answered 2 s after it was sent.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let copied = shadow.hits();
-    println!("the shadow received {copied} of 800 requests");
-    assert!((50..=110).contains(&copied), "the shadow got {copied} copies of 800, not ~10%");
+    println!("the shadow received {copied} of 240 requests");
+    assert!((10..=40).contains(&copied), "the shadow got {copied} copies of 240, not ~10%");
     let metrics = request("GET", &format!("http://{admin}/metrics"), &[], "").await.body;
     let sent = metric(&metrics, "lb_mirror_total{listener=\"web\",route=\"mirrored\",result=\"sent\"}");
     assert_eq!(sent as usize, copied, "{metrics}");
