@@ -94,3 +94,73 @@ async fn sixty_four_streams_share_a_few_upstream_connections_and_trailers_come_b
     assert_eq!((answer.status, answer.body.as_str()), (200, "HTTP/2.0 te=none"));
     assert_eq!(connections.load(Ordering::SeqCst), opened, "a request opened another connection");
 }
+
+/// An h2c backend answering every call trailers-only with `grpc-status`
+/// `status`, after `delay`.
+async fn grpc_status_backend(status: &'static str, delay: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service =
+                hyper::service::service_fn(move |_request: Request<hyper::body::Incoming>| async move {
+                    tokio::time::sleep(delay).await;
+                    let mut response = Response::new(full(""));
+                    response
+                        .headers_mut()
+                        .insert("content-type", HeaderValue::from_static("application/grpc"));
+                    response.headers_mut().insert("grpc-status", HeaderValue::from_static(status));
+                    Ok::<_, Infallible>(response)
+                });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_calls_are_retried_elsewhere_and_grpc_timeouts_bound_the_call() {
+    let unavailable = grpc_status_backend("14", Duration::ZERO).await;
+    let serving = grpc_status_backend("0", Duration::ZERO).await;
+    let slow = grpc_status_backend("0", Duration::from_secs(3)).await;
+    let listen = local(free_port());
+    let config = format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"{listen}\"\npool = \"grpc\"\n\n\
+         [[listeners.routes]]\npath_prefix = \"/slow.\"\npool = \"slow\"\n\n\
+         [pools.grpc]\nprotocol = \"h2c\"\nbackends = [{{ address = \"{unavailable}\" }}, {{ address = \"{serving}\" }}]\n\
+         retries = {{ attempts = 1, on = [\"gateway-error\"], retry_non_idempotent = true }}\n\n\
+         [pools.slow]\nprotocol = \"h2c\"\nbackends = [{{ address = \"{slow}\" }}]\n"
+    );
+    let _lb = Fulcrum::start(&config, listen);
+    let stream = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let call = |path: &str, timeout: Option<&str>| {
+        let mut request = Request::post(format!("http://{listen}{path}"))
+            .header("te", "trailers")
+            .header("content-type", "application/grpc")
+            .header("content-length", "5");
+        if let Some(timeout) = timeout {
+            request = request.header("grpc-timeout", timeout);
+        }
+        request.body(full("\0\0\0\0\0")).unwrap()
+    };
+    for i in 0..20 {
+        let response = sender.send_request(call(&format!("/pkg.Service/Call{i}"), None)).await.unwrap();
+        assert_eq!(response.headers()["grpc-status"], "0", "call {i} got UNAVAILABLE through");
+    }
+    let started = std::time::Instant::now();
+    let response = sender.send_request(call("/slow.Service/Call", Some("200m"))).await.unwrap();
+    let took = started.elapsed();
+    println!("a call with grpc-timeout 200m to a 3 s backend answered in {took:?}");
+    assert_eq!(
+        (response.status(), &response.headers()["grpc-status"]),
+        (http::StatusCode::OK, &HeaderValue::from_static("4"))
+    );
+    assert!(took < Duration::from_secs(2), "the deadline was not honoured: {took:?}");
+}

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use super::body::ProxyBody;
 use super::headers::{self, ClientInfo};
 use super::idle::InFlightRequest;
-use super::{respond, rewrite, upgrade, validate};
+use super::{grpc, respond, rewrite, upgrade, validate};
 use crate::affinity::{Placement, Session};
 use crate::attempt::Attempt;
 use crate::backend::Backend;
@@ -304,7 +304,13 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         }
         None => body,
     };
-    let deadline = pool.timeouts.request.map(|limit| tokio::time::Instant::now() + limit);
+    let mut deadline = pool.timeouts.request.map(|limit| tokio::time::Instant::now() + limit);
+    // A gRPC call's own deadline, when sooner.
+    let call_deadline = pool.config.protocol.is_h2().then(|| grpc::timeout(&parts)).flatten().map(|limit| {
+        let at = tokio::time::Instant::now() + limit;
+        deadline = Some(deadline.map_or(at, |d| d.min(at)));
+        at
+    });
     let forwarding = forward(&pool, parts, body, &mut origin, &connection.client.endpoints, deadline);
     // Attempts charge a timeout to their backend themselves; this bound
     // covers what happens between them (reading a replayable body, backoff).
@@ -314,6 +320,11 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
             .await
             .unwrap_or_else(|_| (request_timeout(), Attempted::default())),
     };
+    if call_deadline.is_some_and(|at| tokio::time::Instant::now() >= at)
+        && response.status() == StatusCode::GATEWAY_TIMEOUT
+    {
+        response = grpc::deadline_exceeded();
+    }
     attempted.placement = origin.placement();
     if let (Some(side), Some(canary)) = (routed.side, route.and_then(|r| r.canary())) {
         canary.record(side, response.status().is_server_error(), clock::now_nanos().saturating_sub(started));
@@ -538,6 +549,11 @@ async fn forward(
         // the client broke it: a bad or abandoned request body is never the
         // backend's failure (the attempt is dropped unrecorded).
         let (outcome, status, retryable) = match &sent {
+            Ok((response, _, _)) if pool.config.protocol.is_h2() && grpc::unavailable(response.headers()) => {
+                // UNAVAILABLE: the backend could not serve the call (502's meaning).
+                let gateway = StatusCode::BAD_GATEWAY;
+                (Outcome::GatewayFailure, gateway, policy.is_some_and(|p| retry_on_status(p, gateway)))
+            }
             Ok((response, _, _)) => {
                 let status = response.status();
                 (outcome_of_status(status), status, policy.is_some_and(|p| retry_on_status(p, status)))

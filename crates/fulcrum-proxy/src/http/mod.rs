@@ -3,6 +3,7 @@
 
 mod body;
 mod forward;
+mod grpc;
 mod head_timer;
 mod headers;
 mod idle;
