@@ -323,21 +323,33 @@ async fn mirroring_to_a_slow_shadow_copies_a_tenth_and_leaves_the_primary_p99_al
         + &format!("\n[pools.copies]\nbackends = [{{ address = \"{}\" }}]\n", copies.address);
     let _lb = Fulcrum::start(&config, admin);
 
-    // Alternating batches, so a hiccup of the machine falls on both sides.
-    let (mut plain, mut mirrored) = (Vec::new(), Vec::new());
-    for _ in 0..4 {
-        plain.extend(times_of(&format!("http://{listen}/plain"), 60).await);
-        mirrored.extend(times_of(&format!("http://{listen}/mirrored"), 60).await);
+    // Alternating batches, so a hiccup of the machine falls on both sides;
+    // a shared CI machine can still stall one side for a moment, so a
+    // ratio above the bound is measured once more before it fails (a
+    // primary that waited for its copy would be 2 s slower both times).
+    let mut ratio = f64::MAX;
+    let mut asked = 0;
+    for _ in 0..2 {
+        let (mut plain, mut mirrored) = (Vec::new(), Vec::new());
+        for _ in 0..8 {
+            plain.extend(times_of(&format!("http://{listen}/plain"), 60).await);
+            mirrored.extend(times_of(&format!("http://{listen}/mirrored"), 60).await);
+        }
+        asked += mirrored.len();
+        let (without, with) = (p99(plain), p99(mirrored));
+        ratio = with.as_secs_f64() / without.as_secs_f64();
+        println!("primary p99 without mirror {without:?}, with a 10% mirror to a 2 s shadow {with:?}: ratio {ratio:.3}");
+        if ratio <= 1.1 {
+            break;
+        }
     }
-    let (without, with) = (p99(plain), p99(mirrored));
-    let ratio = with.as_secs_f64() / without.as_secs_f64();
-    println!("primary p99 without mirror {without:?}, with a 10% mirror to a 2 s shadow {with:?}: ratio {ratio:.3}");
-    assert!(ratio <= 1.1, "mirroring slowed the primary: p99 {without:?} -> {with:?}");
+    assert!(ratio <= 1.1, "mirroring slowed the primary: p99 ratio {ratio:.3}");
     // Every copy has been answered 2 s after it was sent.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let copied = shadow.hits();
-    println!("the shadow received {copied} of 240 requests");
-    assert!((10..=40).contains(&copied), "the shadow got {copied} copies of 240, not ~10%");
+    println!("the shadow received {copied} of {asked} requests");
+    let expected = asked / 10;
+    assert!(copied.abs_diff(expected) <= expected / 2, "the shadow got {copied} copies of {asked}, not ~10%");
     let metrics = request("GET", &format!("http://{admin}/metrics"), &[], "").await.body;
     let sent = metric(&metrics, "lb_mirror_total{listener=\"web\",route=\"mirrored\",result=\"sent\"}");
     assert_eq!(sent as usize, copied, "{metrics}");
