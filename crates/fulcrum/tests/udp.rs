@@ -15,9 +15,15 @@ use tokio::net::UdpSocket;
 /// A UDP echo backend answering `NAME:payload`, with a TCP listener on
 /// the same port for health checks; aborting the handle kills both.
 async fn udp_echo(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let address = socket.local_addr().unwrap();
-    let health = tokio::net::TcpListener::bind(address).await.unwrap();
+    // The kernel picks a free UDP port; its TCP twin may be taken by
+    // another test's connection, so draw again until both are free.
+    let (socket, address, health) = loop {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = socket.local_addr().unwrap();
+        if let Ok(health) = tokio::net::TcpListener::bind(address).await {
+            break (socket, address, health);
+        }
+    };
     let task = tokio::spawn(async move {
         let mut buffer = [0u8; 1500];
         loop {
