@@ -51,8 +51,10 @@ pub struct Target {
     pub idle_timeout: Duration,
     /// Idle connections kept per backend on this thread.
     pub max_idle: usize,
-    /// The PROXY header each new connection opens with (`send_proxy_protocol`).
-    pub proxy_header: Option<Arc<[u8]>>,
+    /// The PROXY header each new connection opens with
+    /// (`send_proxy_protocol`): its version and the client it names,
+    /// written out only when a connection is opened.
+    pub proxy_header: Option<(fulcrum_config::ProxyVersion, Endpoints)>,
     /// TLS to the backend, when the pool configures it.
     pub tls: Option<Arc<crate::upstream_tls::TlsClient>>,
 }
@@ -97,8 +99,14 @@ impl Target {
 
     #[cold]
     fn private_to(mut self, version: fulcrum_config::ProxyVersion, endpoints: &Endpoints) -> Self {
-        self.proxy_header = Some(crate::proxy_protocol::header(version, *endpoints).into());
-        let client = fulcrum_balance::hash64(endpoints.client.to_string().as_bytes());
+        self.proxy_header = Some((version, *endpoints));
+        let mut key = [0u8; 18];
+        match endpoints.client.ip() {
+            std::net::IpAddr::V4(ip) => key[..4].copy_from_slice(&ip.octets()),
+            std::net::IpAddr::V6(ip) => key[..16].copy_from_slice(&ip.octets()),
+        }
+        key[16..].copy_from_slice(&endpoints.client.port().to_be_bytes());
+        let client = fulcrum_balance::hash64(&key);
         self.backend_key = fulcrum_balance::mix64(self.backend_key ^ client);
         self
     }
@@ -234,8 +242,9 @@ pub async fn open(target: &Target) -> Result<Either<TcpStream, TlsStream<TcpStre
         .map_err(|_| UpstreamError::ConnectTimeout)?
         .map_err(UpstreamError::Connect)?;
     stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-    if let Some(header) = &target.proxy_header {
-        tokio::io::AsyncWriteExt::write_all(&mut stream, header).await.map_err(UpstreamError::Connect)?;
+    if let Some((version, endpoints)) = target.proxy_header {
+        let header = crate::proxy_protocol::header(version, endpoints);
+        tokio::io::AsyncWriteExt::write_all(&mut stream, &header).await.map_err(UpstreamError::Connect)?;
     }
     let Some(tls) = &target.tls else { return Ok(Either::Left(stream)) };
     let stream = tokio::time::timeout(target.connect_timeout, tls.connect(target.address, stream))

@@ -5,6 +5,13 @@
 //! `SETTINGS_MAX_CONCURRENT_STREAMS` is respected — a request past it
 //! waits for a stream — and a closed connection is replaced on the next
 //! request. Trailers (gRPC's `grpc-status`) pass through as body frames.
+//!
+//! A thread's shared connections are swept like its HTTP/1.1 idle pool
+//! ([`crate::upstream`]): whenever it opens a connection, and every
+//! [`SWEEP_EVERY`] requests, it forgets those that closed or carried no
+//! new request for the pool's idle timeout — a removed backend's among
+//! them. Forgetting drops the last sender, and hyper then closes the
+//! connection with GOAWAY once its streams in flight have ended.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,17 +21,61 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
 
 use crate::error::UpstreamError;
 use crate::request_body::RequestBody;
 use crate::upstream::{open, Target};
 
+/// How many requests between two sweeps of a thread's shared connections.
+const SWEEP_EVERY: u32 = 1024;
+
 /// A backend's shared connection on this thread, opened once by the first
 /// request that needs it while the others racing it wait.
 type Shared = Arc<tokio::sync::OnceCell<SendRequest<RequestBody>>>;
 
+struct Entry {
+    shared: Shared,
+    last_used: Instant,
+    idle_timeout: Duration,
+}
+
+impl Entry {
+    fn expired(&self, now: Instant) -> bool {
+        // A slot still opening is kept by the request opening it, so
+        // forgetting it costs at most one more connection.
+        self.shared.get().is_some_and(SendRequest::is_closed)
+            || now.duration_since(self.last_used) >= self.idle_timeout
+    }
+}
+
+#[derive(Default)]
+struct Connections {
+    by_backend: HashMap<u64, Entry>,
+    sends: u32,
+}
+
+impl Connections {
+    /// The backend's shared slot, fresh when its connection closed or expired.
+    fn slot(&mut self, target: &Target) -> Shared {
+        let now = Instant::now();
+        self.sends = self.sends.wrapping_add(1);
+        let usable = self.by_backend.get(&target.backend_key).is_some_and(|e| !e.expired(now));
+        if !usable || self.sends.is_multiple_of(SWEEP_EVERY) {
+            self.by_backend.retain(|_, entry| !entry.expired(now));
+        }
+        let entry = self.by_backend.entry(target.backend_key).or_insert_with(|| Entry {
+            shared: Shared::default(),
+            last_used: now,
+            idle_timeout: target.idle_timeout,
+        });
+        entry.last_used = now;
+        Arc::clone(&entry.shared)
+    }
+}
+
 thread_local! {
-    static SHARED: RefCell<HashMap<u64, Shared>> = RefCell::default();
+    static SHARED: RefCell<Connections> = RefCell::default();
 }
 
 /// Sends `request` on the backend's shared connection (opening it when
@@ -34,15 +85,9 @@ pub async fn send(
     request: http::Request<RequestBody>,
     limit: Duration,
 ) -> Result<http::Response<Incoming>, UpstreamError> {
-    let shared = SHARED.with(|s| {
-        let mut s = s.borrow_mut();
-        let entry = s.entry(target.backend_key).or_default();
-        if entry.get().is_some_and(SendRequest::is_closed) {
-            *entry = Shared::default();
-        }
-        Arc::clone(entry)
-    });
+    let shared = SHARED.with(|s| s.borrow_mut().slot(target));
     let mut sender = shared.get_or_try_init(|| connect(target)).await?.clone();
+    drop(shared);
     let sent = async {
         sender.ready().await.map_err(UpstreamError::Send)?;
         sender.send_request(request).await.map_err(UpstreamError::from_send)
@@ -81,5 +126,91 @@ pub fn to_h2(parts: &mut http::request::Parts, backend: std::net::SocketAddr, tl
         parts.uri = uri;
         // `:authority` carries it now.
         parts.headers.remove(http::header::HOST);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// An h2c backend on 127.0.0.1; the receiver hears of each connection
+    /// it accepts (`true`) and each that ends (`false`).
+    async fn h2c_backend() -> (SocketAddr, mpsc::UnboundedReceiver<bool>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (events, heard) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let events = events.clone();
+                let _ = events.send(true);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_: http::Request<Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                    let _ = events.send(false);
+                });
+            }
+        });
+        (address, heard)
+    }
+
+    fn target(address: SocketAddr, backend_key: u64) -> Target {
+        Target {
+            backend_key,
+            address,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+            max_idle: 0,
+            proxy_header: None,
+            tls: None,
+        }
+    }
+
+    async fn get(target: &Target) {
+        let mut request = http::Request::new(RequestBody::Replay(None));
+        *request.uri_mut() = format!("http://{}/", target.address).parse().unwrap();
+        *request.version_mut() = http::Version::HTTP_2;
+        let response = send(target, request, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_timeout_is_closed_by_the_next_sweep() {
+        let (a, mut a_heard) = h2c_backend().await;
+        let (b, _) = h2c_backend().await;
+        let (to_a, to_b) = (target(a, 1), target(b, 2));
+        get(&to_a).await;
+        get(&to_a).await;
+        assert_eq!(a_heard.recv().await, Some(true));
+        assert!(a_heard.try_recv().is_err(), "two requests opened two connections");
+
+        // Under the idle timeout a's connection stays, whatever b does.
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        tokio::time::resume();
+        get(&to_b).await;
+        get(&to_a).await;
+        assert!(a_heard.try_recv().is_err(), "a's connection was replaced while in use");
+
+        // Idle past it (as a removed backend's is), it is forgotten when
+        // b's next connection sweeps, and hyper closes it.
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(11)).await;
+        tokio::time::resume();
+        get(&to_b).await;
+        let closed = tokio::time::timeout(Duration::from_secs(5), a_heard.recv()).await;
+        assert_eq!(closed, Ok(Some(false)), "a's idle connection was not closed");
     }
 }
