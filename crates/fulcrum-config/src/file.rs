@@ -316,6 +316,7 @@ pub struct HealthCheckFile {
     pub fall: Option<u32>,
     pub unhealthy_interval: Option<String>,
     pub degraded_latency: Option<String>,
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,13 +19,18 @@ pub enum ProbeKind {
     Http,
     /// A TCP connect.
     Tcp,
+    /// gRPC's `grpc.health.v1.Health/Check` over HTTP/2: `SERVING` passes.
+    Grpc,
 }
 
 /// Active health checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
-    /// `http` (default) or `tcp`.
+    /// `http` (default), `tcp` or `grpc`.
     pub kind: ProbeKind,
+    /// The gRPC service whose health is asked (`kind = "grpc"`; default
+    /// `""`, the whole server).
+    pub service: String,
     /// Probe path (default `/health`).
     pub path: String,
     /// Inclusive range of passing statuses (default 200..=299).
@@ -103,8 +108,12 @@ impl Validator<'_> {
         let kind = match raw.kind.as_deref().unwrap_or("http") {
             "http" => ProbeKind::Http,
             "tcp" => ProbeKind::Tcp,
+            "grpc" => ProbeKind::Grpc,
             other => {
-                self.error(&path.key("kind"), format!("unknown probe kind `{other}`; expected http or tcp"));
+                self.error(
+                    &path.key("kind"),
+                    format!("unknown probe kind `{other}`; expected http, tcp or grpc"),
+                );
                 ProbeKind::Http
             }
         };
@@ -121,8 +130,12 @@ impl Validator<'_> {
         }
         let interval = self.duration(&path.key("interval"), raw.interval.as_ref(), Duration::from_secs(2));
         let timeout = self.duration(&path.key("timeout"), raw.timeout.as_ref(), Duration::from_secs(1));
+        if raw.service.is_some() && kind != ProbeKind::Grpc {
+            self.error(&path.key("service"), "only gRPC probes (`kind = \"grpc\"`) ask for a service");
+        }
         let check = HealthCheck {
             kind,
+            service: raw.service.clone().unwrap_or_default(),
             path: probe_path,
             expect_status,
             expect_body: raw.expect_body.clone(),

@@ -156,3 +156,20 @@ fn diff_names_what_changed() {
     );
     assert!(diff(&old, &old).is_empty());
 }
+
+#[test]
+fn grpc_health_checks_name_a_service_and_only_they_do() {
+    let config = parse(
+        "[pools.g]\nprotocol = \"h2c\"\nhealth_check = { kind = \"grpc\", service = \"echo.Echo\" }\n",
+        "f.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    let check = config.pools["g"].health_check.as_ref().unwrap();
+    assert_eq!((check.kind, check.service.as_str()), (fulcrum_config::ProbeKind::Grpc, "echo.Echo"));
+    let errors = errors_of("[pools.g]\nhealth_check = { kind = \"http\", service = \"echo.Echo\" }\n");
+    assert_eq!(
+        errors,
+        ["f.toml:2:43: pools.g.health_check.service: only gRPC probes (`kind = \"grpc\"`) ask for a service"]
+    );
+}

@@ -1,5 +1,5 @@
-//! Active health checks: one task per backend probes it (HTTP `GET path`
-//! or a TCP connect) every `interval` — `unhealthy_interval` while it is
+//! Active health checks: one task per backend probes it (HTTP `GET path`,
+//! a TCP connect or a gRPC health call, [`crate::grpc_health`]) every `interval` — `unhealthy_interval` while it is
 //! down — with ±10% jitter so probes of many backends do not align. The
 //! core's rise/fall checker decides the state; every transition is logged
 //! with its reason. A backend that comes back starts its slow-start ramp.
@@ -24,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::backend::Backend;
+use crate::grpc_health;
 use crate::pool::Pool;
 
 /// Largest probe body read.
@@ -96,6 +97,7 @@ struct Reach {
 
 async fn probe(backend: &Backend, check: &HealthCheck, reach: &Reach) -> (ProbeResult, String) {
     let started = Instant::now();
+    let authority = backend.address.to_string();
     let outcome = tokio::time::timeout(check.timeout, async {
         let mut stream =
             TcpStream::connect(backend.address).await.map_err(|e| format!("connect failed: {e}"))?;
@@ -108,6 +110,14 @@ async fn probe(backend: &Backend, check: &HealthCheck, reach: &Reach) -> (ProbeR
         }
         match (check.kind, &reach.tls) {
             (ProbeKind::Tcp, _) => Ok(()),
+            (ProbeKind::Grpc, None) => grpc_health::probe(stream, &authority, &check.service).await,
+            (ProbeKind::Grpc, Some(tls)) => {
+                let stream = tls
+                    .connect(backend.address, stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                grpc_health::probe(stream, &authority, &check.service).await
+            }
             (ProbeKind::Http, None) => http_probe(stream, backend, check).await,
             (ProbeKind::Http, Some(tls)) => {
                 let stream = tls

@@ -22,6 +22,7 @@ mod exporter;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gate;
+mod grpc_health;
 mod guards;
 mod hash_key;
 mod health_check;

@@ -128,10 +128,11 @@ pub async fn handle(
     request: Request<Incoming>,
     connection: Arc<Connection>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let in_flight = InFlightRequest::new(&connection.activity);
+    let http1 = request.version() <= http::Version::HTTP_11;
+    let in_flight = InFlightRequest::new(&connection.activity, http1);
     // The connection's last request says so in its response, so the client
     // sends nothing more on it (closing after it would race the next request).
-    let closing = in_flight.is_last() && request.version() <= http::Version::HTTP_11;
+    let closing = in_flight.is_last();
     let mut response = serve_request(request, connection).await;
     if closing {
         response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));

@@ -164,11 +164,15 @@ pub struct InFlightRequest(Arc<Activity>, bool);
 
 impl InFlightRequest {
     /// Starts counting a request on `activity`.
-    /// The connection closes (gracefully: after this response) once it
-    /// has served its `max_requests_per_connection`.
-    pub fn new(activity: &Arc<Activity>) -> Self {
+    /// An HTTP/1 connection (`keep_alive_limited`) closes (gracefully:
+    /// after this response) once it has served its
+    /// `max_requests_per_connection`; an HTTP/2 one is not rotated, as
+    /// Envoy and HAProxy do not rotate them by default: a GOAWAY would fail
+    /// the calls a multiplexing client (tonic, for one) has racing it.
+    pub fn new(activity: &Arc<Activity>, keep_alive_limited: bool) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        let last = activity.requests.fetch_add(1, Ordering::Relaxed) + 1 >= activity.max_requests;
+        let last = keep_alive_limited
+            && activity.requests.fetch_add(1, Ordering::Relaxed) + 1 >= activity.max_requests;
         if last {
             activity.close_because("it served max_requests_per_connection");
         }
@@ -343,7 +347,7 @@ mod tests {
         let activity = Arc::new(fresh());
         let mut clock = IdleClock::new(Duration::from_secs(10), Duration::from_secs(60));
         read(&activity);
-        let _waiting_for_a_slow_backend = InFlightRequest::new(&activity);
+        let _waiting_for_a_slow_backend = InFlightRequest::new(&activity, true);
         for _ in 0..100 {
             tokio::time::sleep_until(clock.next_check()).await;
             assert_eq!(clock.check(&activity), None, "a request in flight is not idle");
@@ -357,7 +361,7 @@ mod tests {
         let busy = Arc::new(fresh());
         let (_s, _b) = (list.watch(Arc::clone(&silent)), list.watch(Arc::clone(&busy)));
         read(&busy);
-        let _request = InFlightRequest::new(&busy);
+        let _request = InFlightRequest::new(&busy, true);
         tokio::time::sleep(fulcrum_config::Limits::default().header_read_timeout + SWEEP_EVERY * 2).await;
         assert!(silent.close_requested().is_cancelled(), "silent past the header read timeout");
         assert!(!busy.close_requested().is_cancelled(), "a request is in flight");
@@ -373,7 +377,7 @@ mod tests {
         let list = Watchlist::start();
         let (idle, busy) = (Arc::new(fresh()), Arc::new(fresh()));
         let (_i, _b) = (list.watch(Arc::clone(&idle)), list.watch(Arc::clone(&busy)));
-        let _request = InFlightRequest::new(&busy);
+        let _request = InFlightRequest::new(&busy, true);
         list.close_idle();
         assert!(idle.close_requested().is_cancelled());
         assert!(!busy.close_requested().is_cancelled());
