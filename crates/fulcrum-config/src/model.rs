@@ -394,12 +394,16 @@ pub enum UpstreamProtocol {
     H2c,
     /// HTTP/2 over TLS (ALPN `h2`), multiplexed; needs `tls`.
     H2,
+    /// TLS offering ALPN `h2` and `http/1.1`: each backend speaks what it
+    /// picks; needs `tls`.
+    Auto,
 }
 
 impl UpstreamProtocol {
-    /// Whether requests are multiplexed on shared HTTP/2 connections.
+    /// Whether backends may speak HTTP/2 (so gRPC's deadlines, trailers
+    /// and statuses are honoured).
     pub fn is_h2(self) -> bool {
-        matches!(self, Self::H2c | Self::H2)
+        matches!(self, Self::H2c | Self::H2 | Self::Auto)
     }
 }
 

@@ -332,13 +332,20 @@ impl Validator<'_> {
             None | Some("http1") => UpstreamProtocol::Http1,
             Some("h2c") => UpstreamProtocol::H2c,
             Some("h2") => UpstreamProtocol::H2,
+            Some("auto") => UpstreamProtocol::Auto,
             Some(other) => {
-                self.error(path, format!("unknown backend protocol `{other}`; expected http1, h2c or h2"));
+                self.error(
+                    path,
+                    format!("unknown backend protocol `{other}`; expected http1, h2c, h2 or auto"),
+                );
                 UpstreamProtocol::Http1
             }
         };
         if protocol == UpstreamProtocol::H2 && raw.tls.is_none() {
             self.error(path, "`h2` is HTTP/2 over TLS: give the pool `tls` (or use `h2c` for clear text)");
+        }
+        if protocol == UpstreamProtocol::Auto && raw.tls.is_none() {
+            self.error(path, "`auto` picks HTTP/2 or HTTP/1.1 in the TLS handshake: give the pool `tls`");
         }
         if protocol == UpstreamProtocol::H2c && raw.tls.is_some() {
             self.error(path, "`h2c` is HTTP/2 in clear text; with `tls`, use `h2`");

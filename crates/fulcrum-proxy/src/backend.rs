@@ -43,6 +43,37 @@ pub struct Backend {
     ramp_from: AtomicU64,
     /// When it started draining (monotonic nanos); 0 unless draining.
     draining_since: u64,
+    /// What it picked in ALPN, for pools with `protocol = "auto"`.
+    pub negotiated: Negotiated,
+}
+
+/// The HTTP version an `auto` pool's backend picked in its TLS handshake:
+/// learnt on the first connection, forgotten when a connection fails.
+#[derive(Debug, Default)]
+pub struct Negotiated(std::sync::atomic::AtomicU8);
+
+impl Negotiated {
+    const HTTP1: u8 = 1;
+    const H2: u8 = 2;
+
+    /// `Some(true)` for HTTP/2, `Some(false)` for HTTP/1.1, `None` before the first handshake.
+    pub fn h2(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            Self::HTTP1 => Some(false),
+            Self::H2 => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Records what the backend picked.
+    pub fn learn(&self, h2: bool) {
+        self.0.store(if h2 { Self::H2 } else { Self::HTTP1 }, Ordering::Relaxed);
+    }
+
+    /// Forgets it: the next request asks again.
+    pub fn forget(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
 }
 
 impl Backend {
@@ -73,6 +104,7 @@ impl Backend {
             guards: Guards::new(pool),
             ramp_from: AtomicU64::new(0),
             draining_since,
+            negotiated: Negotiated::default(),
         }
     }
 

@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use crate::backend::Backend;
 use crate::grpc_health;
 use crate::pool::Pool;
+use crate::upstream_tls::Offer;
 
 /// Largest probe body read.
 const MAX_PROBE_BODY: usize = 64 * 1024;
@@ -113,7 +114,7 @@ async fn probe(backend: &Backend, check: &HealthCheck, reach: &Reach) -> (ProbeR
             (ProbeKind::Grpc, None) => grpc_health::probe(stream, &authority, &check.service).await,
             (ProbeKind::Grpc, Some(tls)) => {
                 let stream = tls
-                    .connect(backend.address, stream)
+                    .connect(backend.address, stream, Offer::H2)
                     .await
                     .map_err(|e| format!("TLS handshake failed: {e}"))?;
                 grpc_health::probe(stream, &authority, &check.service).await
@@ -121,7 +122,7 @@ async fn probe(backend: &Backend, check: &HealthCheck, reach: &Reach) -> (ProbeR
             (ProbeKind::Http, None) => http_probe(stream, backend, check).await,
             (ProbeKind::Http, Some(tls)) => {
                 let stream = tls
-                    .connect(backend.address, stream)
+                    .connect(backend.address, stream, Offer::Http1)
                     .await
                     .map_err(|e| format!("TLS handshake failed: {e}"))?;
                 http_probe(stream, backend, check).await

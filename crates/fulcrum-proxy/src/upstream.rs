@@ -29,6 +29,7 @@ use crate::backend::Backend;
 use crate::error::UpstreamError;
 use crate::proxy_protocol::Endpoints;
 use crate::request_body::RequestBody;
+use crate::upstream_tls::Offer;
 
 /// Most bytes buffered per upstream connection and direction: backend
 /// response heads are limited to this, as nginx's default
@@ -228,15 +229,33 @@ pub async fn send(
 /// A new connection to `target`; `upgrades` keeps it usable for a
 /// protocol switch (WebSocket), after which it is never pooled.
 pub async fn connect(target: &Target, upgrades: bool) -> Result<SendRequest<RequestBody>, UpstreamError> {
-    match open(target).await? {
+    let offer = if upgrades { Offer::Http1 } else { Offer::Pool };
+    over(open(target, offer).await?, target, upgrades).await
+}
+
+/// HTTP/1.1 over an opened `stream`.
+pub async fn over(
+    stream: Stream,
+    target: &Target,
+    upgrades: bool,
+) -> Result<SendRequest<RequestBody>, UpstreamError> {
+    match stream {
         Either::Left(stream) => handshake(stream, target, upgrades).await,
         Either::Right(stream) => handshake(stream, target, upgrades).await,
     }
 }
 
+/// A connection to a backend: TCP, or TLS over TCP.
+pub type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// Whether the backend picked HTTP/2 in the TLS handshake.
+pub fn speaks_h2(stream: &Stream) -> bool {
+    matches!(stream, Either::Right(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2"))
+}
+
 /// A connection to the target's backend: TCP, then its PROXY header and
-/// TLS handshake when the pool has them.
-pub async fn open(target: &Target) -> Result<Either<TcpStream, TlsStream<TcpStream>>, UpstreamError> {
+/// TLS handshake (offering `offer`'s protocols) when the pool has them.
+pub async fn open(target: &Target, offer: Offer) -> Result<Stream, UpstreamError> {
     let mut stream = tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.address))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout)?
@@ -247,7 +266,7 @@ pub async fn open(target: &Target) -> Result<Either<TcpStream, TlsStream<TcpStre
         tokio::io::AsyncWriteExt::write_all(&mut stream, &header).await.map_err(UpstreamError::Connect)?;
     }
     let Some(tls) = &target.tls else { return Ok(Either::Left(stream)) };
-    let stream = tokio::time::timeout(target.connect_timeout, tls.connect(target.address, stream))
+    let stream = tokio::time::timeout(target.connect_timeout, tls.connect(target.address, stream, offer))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout)?
         .map_err(UpstreamError::Tls)?;

@@ -25,7 +25,8 @@ use tokio::time::Instant;
 
 use crate::error::UpstreamError;
 use crate::request_body::RequestBody;
-use crate::upstream::{open, Target};
+use crate::upstream::{open, speaks_h2, Stream, Target};
+use crate::upstream_tls::Offer;
 
 /// How many requests between two sweeps of a thread's shared connections.
 const SWEEP_EVERY: u32 = 1024;
@@ -78,15 +79,17 @@ thread_local! {
     static SHARED: RefCell<Connections> = RefCell::default();
 }
 
-/// Sends `request` on the backend's shared connection (opening it when
-/// there is none or it closed) and waits up to `limit` for the response head.
+/// Sends `request` on the backend's shared connection (opening it, or
+/// starting it on `opened`, when there is none or it closed) and waits
+/// up to `limit` for the response head.
 pub async fn send(
     target: &Target,
     request: http::Request<RequestBody>,
     limit: Duration,
+    opened: Option<Stream>,
 ) -> Result<http::Response<Incoming>, UpstreamError> {
     let shared = SHARED.with(|s| s.borrow_mut().slot(target));
-    let mut sender = shared.get_or_try_init(|| connect(target)).await?.clone();
+    let mut sender = shared.get_or_try_init(|| connect(target, opened)).await?.clone();
     drop(shared);
     let sent = async {
         sender.ready().await.map_err(UpstreamError::Send)?;
@@ -95,9 +98,16 @@ pub async fn send(
     tokio::time::timeout(limit, sent).await.map_err(|_| UpstreamError::ResponseTimeout)?
 }
 
-async fn connect(target: &Target) -> Result<SendRequest<RequestBody>, UpstreamError> {
+async fn connect(target: &Target, opened: Option<Stream>) -> Result<SendRequest<RequestBody>, UpstreamError> {
     let address = target.address;
-    let stream = open(target).await?;
+    let stream = match opened {
+        Some(stream) => stream,
+        None => open(target, Offer::Pool).await?,
+    };
+    if target.tls.is_some() && !speaks_h2(&stream) {
+        // An `auto` backend that no longer picks h2.
+        return Err(UpstreamError::Tls(std::io::Error::other("the backend did not pick h2 in ALPN")));
+    }
     let (sender, connection) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .handshake(TokioIo::new(stream))
@@ -182,7 +192,7 @@ mod tests {
         let mut request = http::Request::new(RequestBody::Replay(None));
         *request.uri_mut() = format!("http://{}/", target.address).parse().unwrap();
         *request.version_mut() = http::Version::HTTP_2;
-        let response = send(target, request, Duration::from_secs(5)).await.unwrap();
+        let response = send(target, request, Duration::from_secs(5), None).await.unwrap();
         assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
     }
 

@@ -14,9 +14,21 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+/// Which application protocols a handshake offers (ALPN, RFC 7301).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// What the pool's `protocol` speaks: `h2`, `http/1.1`, or both for `auto`.
+    Pool,
+    /// `http/1.1` only: protocol switches and HTTP health probes.
+    Http1,
+    /// `h2` only: gRPC health probes.
+    H2,
+}
+
 /// A pool's TLS client.
 pub struct TlsClient {
-    connector: tokio_rustls::TlsConnector,
+    /// By [`Offer`]: one configuration each, sharing the session cache.
+    connectors: [tokio_rustls::TlsConnector; 3],
     sni: Option<ServerName<'static>>,
     /// Unique per client: idle connections made with it are kept apart
     /// from those to the same address in clear or with other settings.
@@ -55,8 +67,18 @@ impl TlsClient {
             }
             None => builder.with_no_client_auth(),
         };
-        // ALPN names the one protocol the pool speaks.
-        config.alpn_protocols = vec![if protocol.is_h2() { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+        let (h2, http1) = (b"h2".to_vec(), b"http/1.1".to_vec());
+        config.alpn_protocols = match protocol {
+            fulcrum_config::UpstreamProtocol::Http1 => vec![http1.clone()],
+            fulcrum_config::UpstreamProtocol::H2c | fulcrum_config::UpstreamProtocol::H2 => vec![h2.clone()],
+            fulcrum_config::UpstreamProtocol::Auto => vec![h2.clone(), http1.clone()],
+        };
+        let offering = |alpn: Vec<u8>| {
+            let mut config = config.clone();
+            config.alpn_protocols = vec![alpn];
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        };
+        let connectors = [offering(http1), offering(h2), tokio_rustls::TlsConnector::from(Arc::new(config))];
         let sni = match &tls.sni {
             Some(name) => Some(
                 ServerName::try_from(name.clone())
@@ -66,17 +88,24 @@ impl TlsClient {
         };
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Self { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), sni, id })
+        Ok(Self { connectors, sni, id })
     }
 
-    /// Makes the TLS handshake with the backend at `address` over `stream`.
+    /// Makes the TLS handshake with the backend at `address` over
+    /// `stream`, offering `offer`'s protocols.
     pub async fn connect(
         &self,
         address: std::net::SocketAddr,
         stream: tokio::net::TcpStream,
+        offer: Offer,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         let name = self.sni.clone().unwrap_or_else(|| ServerName::IpAddress(address.ip().into()));
-        self.connector.connect(name, stream).await
+        let connector = match offer {
+            Offer::Http1 => &self.connectors[0],
+            Offer::H2 => &self.connectors[1],
+            Offer::Pool => &self.connectors[2],
+        };
+        connector.connect(name, stream).await
     }
 }
 

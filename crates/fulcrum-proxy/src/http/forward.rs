@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use fulcrum_balance::resilience::{backoff, Outcome};
 use fulcrum_balance::InFlight;
-use fulcrum_config::Retries;
+use fulcrum_config::{Retries, UpstreamProtocol};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -25,6 +25,7 @@ use crate::proxy_protocol::Endpoints;
 use crate::request_body::RequestBody;
 use crate::state::ListenerState;
 use crate::upstream::{self, Target};
+use crate::upstream_tls::Offer;
 use crate::{clock, hash_key};
 
 /// What every request on one client connection shares.
@@ -640,8 +641,8 @@ pub async fn send(
 ) -> Result<Sent, UpstreamError> {
     let target = Target::for_client(backend, pool, endpoints);
     let in_flight = backend.load.start();
-    if pool.config.protocol.is_h2() {
-        return Box::pin(send_h2(pool, &target, request, in_flight)).await;
+    if pool.config.protocol != UpstreamProtocol::Http1 && backend.negotiated.h2() != Some(false) {
+        return Box::pin(send_h2(pool, backend, target, request, in_flight)).await;
     }
     let connection = upstream::checkout(&target).await?;
     let (response, sender) =
@@ -650,19 +651,38 @@ pub async fn send(
 }
 
 /// One attempt on an HTTP/2 backend: the request made HTTP/2, sent on the
-/// backend's shared connection.
+/// backend's shared connection. An `auto` pool's backend is asked first:
+/// if it picks HTTP/1.1, the request goes on that connection as HTTP/1.1.
 #[cold]
 async fn send_h2(
     pool: &Pool,
-    target: &Target,
+    backend: &Backend,
+    target: Target,
     request: Request<RequestBody>,
     in_flight: InFlight,
 ) -> Result<Sent, UpstreamError> {
+    let auto = pool.config.protocol == UpstreamProtocol::Auto;
+    let limit = pool.timeouts.response_header;
+    let mut opened = None;
+    if auto && backend.negotiated.h2().is_none() {
+        let stream = upstream::open(&target, Offer::Pool).await?;
+        let h2 = upstream::speaks_h2(&stream);
+        backend.negotiated.learn(h2);
+        if !h2 {
+            let sender = upstream::over(stream, &target, false).await?;
+            let (response, sender) = upstream::send(&target, (sender, false), request, limit).await?;
+            return Ok((response, Some((sender, target)), in_flight));
+        }
+        opened = Some(stream);
+    }
     let (mut parts, body) = request.into_parts();
     crate::upstream_h2::to_h2(&mut parts, target.address, target.tls.is_some());
     let request = Request::from_parts(parts, body);
-    let response = crate::upstream_h2::send(target, request, pool.timeouts.response_header).await?;
-    Ok((response, None, in_flight))
+    let sent = crate::upstream_h2::send(&target, request, limit, opened).await;
+    if auto && sent.is_err() {
+        backend.negotiated.forget();
+    }
+    Ok((sent?, None, in_flight))
 }
 
 /// Streams a backend's response to the client.
