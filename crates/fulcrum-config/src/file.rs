@@ -142,6 +142,7 @@ pub struct ListenerFile {
     pub limits: Option<LimitsFile>,
     pub tls: Option<TlsFile>,
     pub hsts: Option<String>,
+    pub http3: Option<bool>,
     pub proxy_protocol: Option<ProxyProtocolFile>,
     pub udp: Option<UdpFile>,
     #[serde(default)]

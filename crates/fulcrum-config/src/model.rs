@@ -195,6 +195,8 @@ pub struct Listener {
     pub tls: Option<Tls>,
     /// `Strict-Transport-Security` added to every response (https only).
     pub hsts: Option<String>,
+    /// Also serve HTTP/3 on the same UDP port (https only), advertised with `Alt-Svc`.
+    pub http3: bool,
     /// PROXY protocol headers taken from trusted networks; none by default.
     pub proxy_protocol: Option<crate::ProxyProtocol>,
     /// Flow settings, for `udp` listeners.

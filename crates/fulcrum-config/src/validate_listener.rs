@@ -116,6 +116,13 @@ impl Validator<'_> {
                 self.error(&path, format!("another route of this listener is named `{name}`"));
             }
         }
+        let http3 = raw.http3.unwrap_or(false);
+        if http3 && protocol != Protocol::Https {
+            self.error(
+                &path.key("http3"),
+                "HTTP/3 runs over QUIC, which is always TLS: only an https listener serves it",
+            );
+        }
         let hsts = raw.hsts.clone();
         if hsts.is_some() && protocol != Protocol::Https {
             self.error(&path.key("hsts"), "only an https listener sends Strict-Transport-Security");
@@ -140,6 +147,7 @@ impl Validator<'_> {
             limits: self.limits(raw.limits.as_ref(), &path.key("limits")),
             tls,
             hsts,
+            http3,
             proxy_protocol: raw
                 .proxy_protocol
                 .as_ref()

@@ -27,6 +27,7 @@ mod guards;
 mod hash_key;
 mod health_check;
 mod http;
+mod http3;
 mod listener;
 mod metrics;
 mod pool;

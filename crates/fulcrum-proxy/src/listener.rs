@@ -71,6 +71,11 @@ pub fn bind(address: SocketAddr, protocol: Protocol) -> std::io::Result<Socket> 
     Ok(Socket::Stream(TcpListener::from_std(socket)?))
 }
 
+/// Binds `address`'s UDP port for HTTP/3 beside an https listener's TCP one.
+pub fn bind_quic(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    std::net::UdpSocket::bind(address)
+}
+
 /// Accepts connections until `acceptor.stop` fires.
 pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
     loop {
@@ -145,7 +150,7 @@ async fn serve_proxied(
 /// Lets `peer` in unless its network is kept out or it already has its
 /// `max_connections_per_ip`; a refused connection is dropped (closed)
 /// without a byte read.
-fn admit(acceptor: &Acceptor, peer: SocketAddr) -> Option<Entry> {
+pub fn admit(acceptor: &Acceptor, peer: SocketAddr) -> Option<Entry> {
     let state = acceptor.state.load();
     if !state.access.is_open() {
         let region = state.geo.as_ref().and_then(|geo| geo.region_of(peer.ip()));

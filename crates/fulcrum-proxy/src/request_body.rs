@@ -10,11 +10,32 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+/// A client's body as its connection delivers it.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// From an HTTP/1.1 or HTTP/2 connection.
+    Hyper(Incoming),
+    /// From an HTTP/3 stream.
+    Quic(crate::http3::QuicBody),
+}
+
+impl ClientBody {
+    /// The length the client declared, if it did.
+    pub fn declared_length(&self) -> Option<u64> {
+        match self {
+            Self::Hyper(body) => body.size_hint().exact(),
+            Self::Quic(body) => body.size_hint().exact(),
+        }
+    }
+}
+
 /// A request body on its way to a backend.
 #[derive(Debug)]
 pub enum RequestBody {
     /// The client's body, streamed (cannot be replayed), with the bytes it may still bring.
     Streaming(Incoming, u64),
+    /// An HTTP/3 client's body, streamed likewise.
+    Quic(crate::http3::QuicBody, u64),
     /// A complete body, cloned for each attempt.
     Replay(Option<Bytes>),
 }
@@ -24,17 +45,44 @@ pub enum RequestBody {
 pub enum BodyError {
     /// The client's connection broke or sent a malformed body.
     #[error("{0}")]
-    Client(#[from] hyper::Error),
+    Client(Box<dyn std::error::Error + Send + Sync>),
     /// The body went past the listener's `max_body_bytes`.
     #[error("the request body is larger than {0} bytes")]
     TooLarge(u64),
 }
 
+impl From<hyper::Error> for BodyError {
+    fn from(error: hyper::Error) -> Self {
+        Self::Client(Box::new(error))
+    }
+}
+
 impl RequestBody {
     /// The client's `body`, which may bring at most `limit` bytes.
-    pub fn streaming(body: Incoming, limit: u64) -> Self {
-        Self::Streaming(body, limit)
+    pub fn streaming(body: ClientBody, limit: u64) -> Self {
+        match body {
+            ClientBody::Hyper(body) => Self::Streaming(body, limit),
+            ClientBody::Quic(body) => Self::Quic(body, limit),
+        }
     }
+}
+
+/// `frame`, counted against the bytes the body may still bring.
+fn limited<E: Into<BodyError>>(
+    frame: Option<Result<Frame<Bytes>, E>>,
+    left: &mut u64,
+) -> Option<Result<Frame<Bytes>, BodyError>> {
+    frame.map(|frame| {
+        let frame = frame.map_err(Into::into)?;
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > *left {
+                return Err(BodyError::TooLarge(*left));
+            }
+            *left -= len;
+        }
+        Ok(frame)
+    })
 }
 
 impl Body for RequestBody {
@@ -46,23 +94,14 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            RequestBody::Streaming(body, left) => {
-                let frame = match Pin::new(body).poll_frame(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(frame) => frame,
-                };
-                Poll::Ready(frame.map(|frame| {
-                    let frame = frame?;
-                    if let Some(data) = frame.data_ref() {
-                        let len = data.len() as u64;
-                        if len > *left {
-                            return Err(BodyError::TooLarge(*left));
-                        }
-                        *left -= len;
-                    }
-                    Ok(frame)
-                }))
-            }
+            RequestBody::Streaming(body, left) => match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(frame) => Poll::Ready(limited(frame, left)),
+            },
+            RequestBody::Quic(body, left) => match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(frame) => Poll::Ready(limited(frame, left)),
+            },
             RequestBody::Replay(bytes) => {
                 Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b))))
             }
@@ -72,6 +111,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Streaming(body, _) => body.is_end_stream(),
+            RequestBody::Quic(body, _) => body.is_end_stream(),
             RequestBody::Replay(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
         }
     }
@@ -79,6 +119,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Streaming(body, _) => body.size_hint(),
+            RequestBody::Quic(body, _) => body.size_hint(),
             RequestBody::Replay(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

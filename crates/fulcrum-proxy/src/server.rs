@@ -66,6 +66,8 @@ struct RunningListener {
     stop: CancellationToken,
     /// Admission at accept and the refusal counters, kept across reloads.
     gate: Arc<Gate>,
+    /// Whether it also serves HTTP/3 on its UDP port.
+    http3: bool,
 }
 
 impl Proxy {
@@ -177,6 +179,13 @@ impl Proxy {
                 ),
                 _ => None,
             };
+            let h3 = match (&tls, listener.http3) {
+                (Some(tls), true) => Some(
+                    crate::http3::server_config(tls, &listener.limits)
+                        .with_context(|| format!("listener `{}`", listener.name))?,
+                ),
+                _ => None,
+            };
             let key = |route: &str| (listener.name.clone(), route.to_string());
             let canary = |route: &str, wanted: &fulcrum_config::Canary| {
                 let kept = running.canaries.get(&key(route)).filter(|c| c.config == *wanted).cloned();
@@ -218,6 +227,8 @@ impl Proxy {
                 udp: listener.udp,
                 client_certificates: listener.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
                 hsts: listener.hsts.as_deref().and_then(|h| http::HeaderValue::from_str(h).ok()),
+                h3,
+                alt_svc: listener.http3.then(|| crate::http3::alt_svc(listener.listen.port())),
                 builder: Arc::new(crate::http::connection_builder(&listener.limits)),
             };
             let datagram = |state: &ListenerState| state.protocol == Protocol::Udp;
@@ -228,11 +239,23 @@ impl Proxy {
                     listener.name,
                     listener.listen
                 );
+                anyhow::ensure!(
+                    existing.http3 == state.h3.is_some(),
+                    "listener `{}` on {}: switching http3 on or off needs a restart",
+                    listener.name,
+                    listener.listen
+                );
             } else {
                 let socket = listener::bind(listener.listen, listener.protocol).with_context(|| {
                     format!("listener `{}` cannot listen on {}", listener.name, listener.listen)
                 })?;
-                bound.push((listener.listen, socket));
+                let quic = match state.h3 {
+                    Some(_) => Some(listener::bind_quic(listener.listen).with_context(|| {
+                        format!("listener `{}` cannot serve HTTP/3 on udp {}", listener.name, listener.listen)
+                    })?),
+                    None => None,
+                };
+                bound.push((listener.listen, (socket, quic)));
             }
             states.push((listener.listen, state));
         }
@@ -245,10 +268,10 @@ impl Proxy {
                     kept.insert(address, existing);
                 }
                 None => {
-                    let socket =
+                    let sockets =
                         bound.iter().position(|(a, _)| *a == address).map(|i| bound.swap_remove(i).1);
-                    let socket = socket.expect("a new listener's socket was bound above");
-                    kept.insert(address, self.spawn_listener(address, socket, state));
+                    let (socket, quic) = sockets.expect("a new listener's socket was bound above");
+                    kept.insert(address, self.spawn_listener(address, socket, quic, state));
                 }
             }
         }
@@ -286,10 +309,13 @@ impl Proxy {
         &self,
         address: SocketAddr,
         socket: listener::Socket,
+        quic: Option<std::net::UdpSocket>,
         state: ListenerState,
     ) -> RunningListener {
-        tracing::info!(listener = %state.name, %address, protocol = ?state.protocol, "listening");
+        tracing::info!(listener = %state.name, %address, protocol = ?state.protocol, http3 = quic.is_some(), "listening");
+        let h3 = state.h3.clone();
         let running = RunningListener {
+            http3: quic.is_some(),
             state: Arc::new(ArcSwap::from_pointee(state)),
             stop: CancellationToken::new(),
             gate: Arc::default(),
@@ -302,6 +328,9 @@ impl Proxy {
             gate: Arc::clone(&running.gate),
             watchlist: Arc::clone(&self.watchlist),
         };
+        if let (Some(quic), Some(h3)) = (quic, h3) {
+            drop(tokio::spawn(crate::http3::serve(quic, h3, acceptor.clone())));
+        }
         match socket {
             listener::Socket::Stream(socket) => drop(tokio::spawn(listener::accept_loop(socket, acceptor))),
             listener::Socket::Datagram(socket) => drop(tokio::spawn(crate::udp::serve(

@@ -48,6 +48,10 @@ pub struct ListenerState {
     pub proxy_protocol: Option<fulcrum_config::ProxyProtocol>,
     /// `Strict-Transport-Security` on every response, for https.
     pub hsts: Option<http::HeaderValue>,
+    /// HTTP/3's TLS and transport settings, for https listeners with `http3`.
+    pub h3: Option<Arc<quinn::ServerConfig>>,
+    /// `Alt-Svc` on every response, pointing at HTTP/3 when it is served.
+    pub alt_svc: Option<http::HeaderValue>,
     /// HTTP connection settings, built from `limits`.
     pub builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
 }

@@ -22,7 +22,7 @@ use crate::backend::Backend;
 use crate::error::UpstreamError;
 use crate::pool::Pool;
 use crate::proxy_protocol::Endpoints;
-use crate::request_body::RequestBody;
+use crate::request_body::{ClientBody, RequestBody};
 use crate::state::ListenerState;
 use crate::upstream::{self, Target};
 use crate::upstream_tls::Offer;
@@ -129,27 +129,37 @@ pub async fn handle(
     request: Request<Incoming>,
     connection: Arc<Connection>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let http1 = request.version() <= http::Version::HTTP_11;
+    let (parts, body) = request.into_parts();
+    Ok(serve(parts, ClientBody::Hyper(body), connection).await)
+}
+
+/// Serves one request of a client connection of any HTTP version.
+pub async fn serve(parts: Parts, body: ClientBody, connection: Arc<Connection>) -> Response<ProxyBody> {
+    let http1 = parts.version <= http::Version::HTTP_11;
     let in_flight = InFlightRequest::new(&connection.activity, http1);
     // The connection's last request says so in its response, so the client
     // sends nothing more on it (closing after it would race the next request).
     let closing = in_flight.is_last();
-    let mut response = serve_request(request, connection).await;
+    let mut response = serve_request(parts, body, connection).await;
     if closing {
         response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     response.body_mut().hold(in_flight);
-    Ok(response)
+    response
 }
 
-async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) -> Response<ProxyBody> {
+async fn serve_request(
+    mut parts: Parts,
+    body: ClientBody,
+    connection: Arc<Connection>,
+) -> Response<ProxyBody> {
     let started = clock::now_nanos();
-    let (mut parts, body) = request.into_parts();
     let client = connection.client.addr;
-    let (routed, access_log, listener_limit, limits, hsts) = {
+    let (routed, access_log, listener_limit, limits, hsts, alt_svc) = {
         let state = connection.state.load();
         let routed = state.route(&parts, client);
-        (routed, state.access_log.clone(), state.rate_limit.clone(), state.limits, state.hsts.clone())
+        let (hsts, alt_svc) = (state.hsts.clone(), state.alt_svc.clone());
+        (routed, state.access_log.clone(), state.rate_limit.clone(), state.limits, hsts, alt_svc)
     };
     let pool = routed.pool;
     let route = routed.route.as_deref();
@@ -171,6 +181,9 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
         if let Some(hsts) = &hsts {
             response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
+        if let Some(alt_svc) = &alt_svc {
+            response.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
+        }
         if let (Some(affinity), Some(placement)) =
             (pool.and_then(|p| p.affinity.as_ref()), attempted.placement)
         {
@@ -189,7 +202,7 @@ async fn serve_request(request: Request<Incoming>, connection: Arc<Connection>) 
     if let Some((status, reason)) = validate::refuse(&parts) {
         return log(respond::plain(status, reason), None, Attempted::default());
     }
-    let declared = http_body::Body::size_hint(&body).exact();
+    let declared = body.declared_length();
     if let Some((why, status, message)) = beyond_limits(&parts, &limits, routed.denied, declared) {
         connection.gate.refuse(why);
         let attempted = Attempted { refusal: Some(why.name()), ..Attempted::default() };

@@ -108,7 +108,7 @@ static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cer
 /// protocol-switch headers a WebSocket handshake needs.
 pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: bool) {
     let upgrade_to = if upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
-    if parts.version == Version::HTTP_2 {
+    if parts.version >= Version::HTTP_2 {
         join_cookie_crumbs(&mut parts.headers);
     }
     let headers = &mut parts.headers;

@@ -35,8 +35,8 @@ pub fn refuse(parts: &Parts) -> Option<Refusal> {
     }
     match (host, parts.version) {
         (None, Version::HTTP_11) => return Some(bad("an HTTP/1.1 request needs a Host header\n")),
-        (None, Version::HTTP_2) if parts.uri.authority().is_none() => {
-            return Some(bad("an HTTP/2 request needs :authority or Host\n"))
+        (None, version) if version >= Version::HTTP_2 && parts.uri.authority().is_none() => {
+            return Some(bad("an HTTP/2 or HTTP/3 request needs :authority or Host\n"))
         }
         (Some(host), _) if !is_valid_host(host.as_bytes()) => return Some(bad("invalid Host header\n")),
         _ => {}
@@ -50,7 +50,7 @@ pub fn refuse(parts: &Parts) -> Option<Refusal> {
     if let Some(refusal) = refuse_transfer_coding(parts) {
         return Some(refusal);
     }
-    if parts.version == Version::HTTP_2 && parts.headers.values().any(has_outer_whitespace) {
+    if parts.version >= Version::HTTP_2 && parts.headers.values().any(has_outer_whitespace) {
         return Some(bad("an HTTP/2 field value starts or ends with whitespace\n"));
     }
     None
