@@ -1,6 +1,6 @@
 //! HTTP/3 (RFC 9114) on an https listener's UDP port (`http3 = true`):
 //! QUIC by `quinn`, HTTP/3 framing by `h3`, and every request then takes
-//! the same path as an HTTP/1.1 or HTTP/2 one ([`crate::http::serve_request`]):
+//! the same path as an HTTP/1.1 or HTTP/2 one ([`crate::http::handle_quic`]):
 //! routes, limits, pools, retries, the access log.
 //!
 //! A connection is admitted like a TCP one (allow/deny, per-address caps)
@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use crate::http::{self as l7, ClientInfo, Connection};
 use crate::listener::Acceptor;
 use crate::proxy_protocol::Endpoints;
-use crate::request_body::{BodyError, ClientBody};
+use crate::request_body::BodyError;
 
 /// How long a client may take to finish its QUIC handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -174,7 +174,7 @@ async fn serve_request(request: http::Request<()>, stream: Stream, connection: A
     let (parts, ()) = request.into_parts();
     let (mut send, receive) = stream.split();
     let body = QuicBody::new(receive, &parts).await;
-    let response = l7::serve_request(parts, ClientBody::Quic(body), connection).await;
+    let response = l7::handle_quic(parts, body, connection).await;
     let (mut head, mut body) = response.into_parts();
     // Connection-specific fields are not HTTP/3's (RFC 9114 §4.2).
     head.headers.remove(http::header::CONNECTION);

@@ -158,7 +158,10 @@ pub async fn checkout(target: &Target) -> Result<(SendRequest<RequestBody>, bool
             return Ok((sender, true));
         }
     }
-    Ok((connect(target, false).await?, false))
+    // Boxed, here and below: opening a connection (TCP, TLS, HTTP/1.1
+    // handshake) is rare next to reusing one, and its future is kilobytes
+    // that every request's future would otherwise carry and copy.
+    Ok((Box::pin(connect(target, false)).await?, false))
 }
 
 fn take_idle(backend_key: u64) -> Option<SendRequest<RequestBody>> {
@@ -202,27 +205,41 @@ pub fn checkin(target: &Target, sender: SendRequest<RequestBody>) {
 /// reused (the keep-alive race) gives the request back unsent; it is then
 /// sent once on a fresh connection, whatever its method, because nothing
 /// was processed (pingora's `RetryType::ReusedOnly`).
+#[inline(always)]
 pub async fn send(
     target: &Target,
-    (mut sender, reused): (SendRequest<RequestBody>, bool),
+    (sender, reused): (SendRequest<RequestBody>, bool),
     request: http::Request<RequestBody>,
     limit: Duration,
 ) -> Result<(http::Response<hyper::body::Incoming>, SendRequest<RequestBody>), UpstreamError> {
-    let response = match tokio::time::timeout(limit, sender.try_send_request(request)).await {
+    let mut sender = sender;
+    let unsent = match tokio::time::timeout(limit, sender.try_send_request(request)).await {
         Err(_) => return Err(UpstreamError::ResponseTimeout),
-        Ok(Ok(response)) => response,
+        Ok(Ok(response)) => return Ok((response, sender)),
         Ok(Err(mut unsent)) => match unsent.take_message() {
             Some(request) if reused => {
                 tracing::debug!(backend = %target.address, error = %unsent.error(), "pooled connection was closed; sending on a fresh one");
-                sender = connect(target, false).await?;
-                tokio::time::timeout(limit, sender.send_request(request))
-                    .await
-                    .map_err(|_| UpstreamError::ResponseTimeout)?
-                    .map_err(UpstreamError::from_send)?
+                request
             }
             _ => return Err(UpstreamError::from_send(unsent.into_error())),
         },
     };
+    Box::pin(resend(target, unsent, limit)).await
+}
+
+/// Sends a request that a closed pooled connection gave back on a fresh
+/// connection (boxed: rare, and its future is large).
+#[cold]
+async fn resend(
+    target: &Target,
+    request: http::Request<RequestBody>,
+    limit: Duration,
+) -> Result<(http::Response<hyper::body::Incoming>, SendRequest<RequestBody>), UpstreamError> {
+    let mut sender = connect(target, false).await?;
+    let response = tokio::time::timeout(limit, sender.send_request(request))
+        .await
+        .map_err(|_| UpstreamError::ResponseTimeout)?
+        .map_err(UpstreamError::from_send)?;
     Ok((response, sender))
 }
 

@@ -129,21 +129,28 @@ pub async fn handle(
     request: Request<Incoming>,
     connection: Arc<Connection>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let (parts, body) = request.into_parts();
-    Ok(serve(parts, ClientBody::Hyper(body), connection).await)
-}
-
-/// Serves one request of a client connection of any HTTP version.
-pub async fn serve(parts: Parts, body: ClientBody, connection: Arc<Connection>) -> Response<ProxyBody> {
-    let http1 = parts.version <= http::Version::HTTP_11;
+    let http1 = request.version() <= http::Version::HTTP_11;
     let in_flight = InFlightRequest::new(&connection.activity, http1);
     // The connection's last request says so in its response, so the client
     // sends nothing more on it (closing after it would race the next request).
     let closing = in_flight.is_last();
-    let mut response = serve_request(parts, body, connection).await;
+    let (parts, body) = request.into_parts();
+    let mut response = serve_request(parts, ClientBody::Hyper(body), connection).await;
     if closing {
         response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
+    response.body_mut().hold(in_flight);
+    Ok(response)
+}
+
+/// Serves one HTTP/3 request (its connection is QUIC's: never rotated).
+pub async fn handle_quic(
+    parts: Parts,
+    body: crate::http3::QuicBody,
+    connection: Arc<Connection>,
+) -> Response<ProxyBody> {
+    let in_flight = InFlightRequest::new(&connection.activity, false);
+    let mut response = serve_request(parts, ClientBody::Quic(body), connection).await;
     response.body_mut().hold(in_flight);
     response
 }
@@ -272,8 +279,10 @@ async fn serve_request(
         // The parts themselves, not a copy: hyper keeps the client side of
         // the protocol switch in the request's extensions.
         let request = Request::from_parts(parts, body);
+        // Boxed: protocol switches are rare, and their future is large.
         let forwarded =
-            upgrade::forward(request, &target, pool.timeouts.response_header, backend.load.start()).await;
+            Box::pin(upgrade::forward(request, &target, pool.timeouts.response_header, backend.load.start()))
+                .await;
         let now = clock::now_nanos();
         let response = match forwarded {
             Ok(mut response) => {

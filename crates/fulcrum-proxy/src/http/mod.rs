@@ -12,7 +12,7 @@ mod rewrite;
 mod upgrade;
 mod validate;
 
-pub use forward::{outcome_of_status, send, serve as serve_request, Connection};
+pub use forward::{handle_quic, outcome_of_status, send, Connection};
 pub use headers::ClientInfo;
 pub use idle::{Activity, Watchlist};
 
