@@ -186,6 +186,10 @@ async fn grpc_calls_streams_statuses_and_health_checks_pass_through() {
         "10,000 unary calls, 16 callers: {per_call_through:?} a call through Fulcrum, \
          {per_call_direct:?} direct to the backend"
     );
+    // One caller, one call at a time: the hop's added latency per call.
+    let alone_direct = unary_calls(&direct, 2000, 1).await;
+    let alone_through = unary_calls(&through, 2000, 1).await;
+    println!("one caller: {alone_through:?} a call through Fulcrum, {alone_direct:?} direct");
 
     // A status other than OK passes through, message and all.
     let mut client = HealthClient::new(through.clone());
