@@ -70,7 +70,10 @@ pub async fn serve<I>(
     let activity = Arc::clone(&connection.activity);
     let _watching = watchlist.watch(Arc::clone(&activity));
     let io = idle::Watched::new(io, Arc::clone(&activity), header_read_timeout);
-    let service = service_fn(move |request| forward::handle(request, Arc::clone(&connection)));
+    // Boxed: hyper keeps room for one request future per connection, idle
+    // or not, and moves an HTTP/2 stream's several times on its way into
+    // its task; a request's future is kilobytes, its box one pointer.
+    let service = service_fn(move |request| Box::pin(forward::handle(request, Arc::clone(&connection))));
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(serving);
     let result = tokio::select! {
