@@ -18,7 +18,7 @@ pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// `pools.*.timeouts.idle`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// `pools.*.max_idle_per_backend`.
-pub const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 64;
+pub const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 512;
 /// `pools.*.backends[*].weight`.
 pub const DEFAULT_WEIGHT: u32 = 1;
 /// Largest accepted backend weight.

@@ -48,6 +48,7 @@ mod tls;
 mod udp;
 mod upstream;
 mod upstream_h2;
+mod upstream_overflow;
 mod upstream_tls;
 
 pub use events::Event;

@@ -9,7 +9,10 @@
 //! the end; a checkout waits for hyper to report it ready and skips any
 //! that closed or sat idle longer than the pool's idle timeout. Every
 //! [`SWEEP_EVERY`] checkins a thread drops its expired connections, which
-//! also releases those of removed backends.
+//! also releases those of removed backends. A thread keeps [`KEEP_WARM`]
+//! idle connections per backend for itself; a burst's surplus, up to the
+//! pool's `max_idle_per_backend`, is shared by all threads for a few
+//! seconds ([`crate::upstream_overflow`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -113,10 +116,18 @@ impl Target {
     }
 }
 
-struct Idle {
-    sender: SendRequest<RequestBody>,
+/// An idle connection and since when.
+pub struct Idle {
+    pub sender: SendRequest<RequestBody>,
     since: Instant,
     idle_timeout: Duration,
+}
+
+impl Idle {
+    /// Whether it is open and idle for less than its timeout (and `limit`).
+    pub fn usable(&self, now: Instant, limit: Duration) -> bool {
+        !self.sender.is_closed() && now.saturating_duration_since(self.since) < self.idle_timeout.min(limit)
+    }
 }
 
 #[derive(Default)]
@@ -124,6 +135,20 @@ struct IdlePool {
     by_backend: HashMap<u64, Vec<Idle>, BuildHasherDefault<IdHasher>>,
     checkins: u32,
 }
+
+impl IdlePool {
+    /// Drops the connections that closed or idled past their timeout.
+    fn sweep(&mut self, now: Instant) {
+        self.by_backend.retain(|_, list| {
+            list.retain(|idle| idle.usable(now, Duration::MAX));
+            !list.is_empty()
+        });
+    }
+}
+
+/// Idle connections per backend a thread keeps for itself; the rest of a
+/// pool's `max_idle_per_backend` is shared ([`crate::upstream_overflow`]).
+const KEEP_WARM: usize = 32;
 
 /// Backend keys are hashes of configured addresses, not chosen by clients:
 /// a multiplicative hash spreads them and costs one instruction.
@@ -165,16 +190,23 @@ pub async fn checkout(target: &Target) -> Result<(SendRequest<RequestBody>, bool
 }
 
 fn take_idle(backend_key: u64) -> Option<SendRequest<RequestBody>> {
-    IDLE.with(|pool| {
+    let own = IDLE.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.by_backend.get_mut(&backend_key)?;
+        let now = Instant::now();
         while let Some(idle) = list.pop() {
-            if !idle.sender.is_closed() && idle.since.elapsed() < idle.idle_timeout {
+            if idle.usable(now, Duration::MAX) {
                 return Some(idle.sender);
             }
         }
         None
-    })
+    });
+    own.or_else(|| take_shared(backend_key))
+}
+
+#[cold]
+fn take_shared(backend_key: u64) -> Option<SendRequest<RequestBody>> {
+    crate::upstream_overflow::take(backend_key)
 }
 
 /// Returns a connection whose last response was read to the end (inlined
@@ -187,17 +219,24 @@ pub fn checkin(target: &Target, sender: SendRequest<RequestBody>) {
     IDLE.with(|pool| {
         let mut pool = pool.borrow_mut();
         pool.checkins = pool.checkins.wrapping_add(1);
+        let now = Instant::now();
         if pool.checkins.is_multiple_of(SWEEP_EVERY) {
-            pool.by_backend.retain(|_, list| {
-                list.retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < idle.idle_timeout);
-                !list.is_empty()
-            });
+            pool.sweep(now);
+            crate::upstream_overflow::sweep(now);
         }
+        let idle = Idle { sender, since: now, idle_timeout: target.idle_timeout };
         let list = pool.by_backend.entry(target.backend_key).or_default();
-        if list.len() < target.max_idle {
-            list.push(Idle { sender, since: Instant::now(), idle_timeout: target.idle_timeout });
+        if list.len() < target.max_idle.min(KEEP_WARM) {
+            list.push(idle);
+        } else if target.max_idle > KEEP_WARM {
+            share(target, idle);
         }
     });
+}
+
+#[cold]
+fn share(target: &Target, idle: Idle) {
+    crate::upstream_overflow::put(target.backend_key, idle, target.max_idle - KEEP_WARM);
 }
 
 /// Sends `request` on `sender` and waits up to `limit` for the response
@@ -384,6 +423,38 @@ mod tests {
         let (response, _fresh) = send(&target, (sender, true), post(), Duration::from_secs(5)).await.unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "POST", "the non-idempotent request reached the backend once, on a new connection");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bursts_surplus_is_shared_between_threads_and_idles_out() {
+        // A key no other test uses: the shared list is the process's.
+        let target = Target { max_idle: 512, backend_key: 0xB0B5, ..target("127.0.0.1:9".parse().unwrap()) };
+        let mut far_ends = Vec::new();
+        for _ in 0..100 {
+            let (near, far) = tokio::io::duplex(1024);
+            let (mut sender, connection) = http1::handshake(TokioIo::new(near)).await.unwrap();
+            tokio::spawn(connection);
+            sender.ready().await.unwrap();
+            far_ends.push(far);
+            checkin(&target, sender);
+        }
+        let own = || IDLE.with(|p| p.borrow().by_backend.get(&target.backend_key).map_or(0, Vec::len));
+        let shared = || crate::upstream_overflow::len(target.backend_key);
+        assert_eq!((own(), shared()), (KEEP_WARM, 100 - KEEP_WARM));
+
+        // Another thread, with no pool of its own, reuses the surplus.
+        let key = target.backend_key;
+        let taken = std::thread::spawn(move || take_idle(key).is_some()).join().unwrap();
+        assert!(taken, "another thread found no shared connection");
+        assert_eq!(shared(), 100 - KEEP_WARM - 1);
+
+        tokio::time::advance(crate::upstream_overflow::SURPLUS_IDLE).await;
+        IDLE.with(|p| p.borrow_mut().sweep(Instant::now()));
+        crate::upstream_overflow::sweep(Instant::now());
+        assert_eq!((own(), shared()), (KEEP_WARM, 0), "only the warm connections outlive a burst");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        IDLE.with(|p| p.borrow_mut().sweep(Instant::now()));
+        assert_eq!(own(), 0, "and they idle out at the idle timeout");
     }
 
     #[tokio::test]
