@@ -10,18 +10,7 @@ use std::sync::Arc;
 use common::*;
 use http::Request;
 use http_body_util::BodyExt;
-use rcgen::{CertificateParams, DnType, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-
-/// A client certificate for `common_name`, signed by `ca`.
-fn client_identity(ca: &Ca, common_name: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, common_name);
-    params.distinguished_name.push(DnType::OrganizationName, "Example");
-    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    (vec![cert.der().clone()], PrivatePkcs8KeyDer::from(key.serialize_der()).into())
-}
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// A TLS client of `versions` trusting `ca` and presenting `identity` if
 /// any, which sends one request: `Err` when the handshake or the request

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
 pub struct Ca {
     pub cert: rcgen::Certificate,
@@ -47,4 +47,14 @@ pub async fn connect(
         .connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
         .await
         .unwrap()
+}
+
+/// A client certificate for `common_name` (organisation `Example`), signed by `ca`.
+pub fn client_identity(ca: &Ca, common_name: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.distinguished_name.push(DnType::OrganizationName, "Example");
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    (vec![cert.der().clone()], PrivatePkcs8KeyDer::from(key.serialize_der()).into())
 }
