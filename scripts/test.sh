@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: installs what the tests need on Debian when it is missing
 # (promtool from `prometheus`, a headless browser from `chromium` and
-# `chromium-driver`, `redis-server` for the shared session store), checks and unit-tests the alerting rules, then runs
+# `chromium-driver`, `redis-server` for the shared session store, `dnsmasq` from
+# `dnsmasq-base` as the DNS server of the discovery tests), checks and unit-tests the alerting rules, then runs
 # the Rust test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages the tests use)"
   SUDO=""

@@ -108,6 +108,7 @@ mod tests {
             effective_weight: 1.0,
             zone: None,
             state: "active",
+            origin: "static",
             active_requests: 0,
             requests_total: requests,
             errors_total: 0,

@@ -292,6 +292,17 @@ pub struct PoolFile {
     pub send_proxy_protocol: Option<String>,
     pub tls: Option<UpstreamTlsFile>,
     pub protocol: Option<String>,
+    pub discovery: Option<DiscoveryFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryFile {
+    pub dns: String,
+    pub r#type: Option<String>,
+    pub port: Option<u16>,
+    pub resolver: Option<String>,
+    pub interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,6 +380,9 @@ pub struct BackendFile {
     pub region: Option<String>,
     pub priority: Option<u8>,
     pub state: Option<String>,
+    /// Set by the layers over the file (discovery, the admin API), never read from it.
+    #[serde(skip)]
+    pub origin: crate::BackendOrigin,
 }
 
 #[derive(Debug, Deserialize)]

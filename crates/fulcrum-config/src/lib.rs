@@ -10,6 +10,7 @@
 mod admission;
 mod affinity;
 mod diff;
+mod discovery;
 mod duration;
 mod error;
 mod file;
@@ -31,6 +32,7 @@ pub use affinity::{
     Affinity, AffinityKind, AffinityMode, Redis, SessionStore, DEFAULT_AFFINITY_TTL, DEFAULT_REDIS_TIMEOUT,
 };
 pub use diff::{diff, Change};
+pub use discovery::{BackendOrigin, Discovery, DiscoveryRecords, DEFAULT_DISCOVERY_INTERVAL};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use limits::{AccessList, Limits};
@@ -44,7 +46,9 @@ pub use release::{
 pub use resilience::{
     CircuitBreaker, HealthCheck, PassiveHealth, ProbeKind, Retries, RetryOn, DEFAULT_MAX_REPLAY_BODY,
 };
-pub use runtime::{AddedBackend, BackendChange, Overlay, PoolOverlay, RouteSwitch, SplitPart};
+pub use runtime::{
+    AddedBackend, BackendChange, DiscoveredBackend, Overlay, PoolOverlay, RouteSwitch, SplitPart,
+};
 pub use upstream_tls::UpstreamTls;
 
 use std::path::{Path, PathBuf};

@@ -384,6 +384,8 @@ pub struct Pool {
     pub tls: Option<crate::UpstreamTls>,
     /// What HTTP the backends speak (default HTTP/1.1).
     pub protocol: UpstreamProtocol,
+    /// Backends found by DNS besides the static ones (`discovery`); none by default.
+    pub discovery: Option<crate::Discovery>,
 }
 
 /// The HTTP version spoken to a pool's backends.
@@ -458,6 +460,8 @@ pub struct Backend {
     pub priority: u8,
     /// Operator state (default `active`).
     pub state: BackendState,
+    /// Where it came from: the file, discovery or the admin API.
+    pub origin: crate::BackendOrigin,
 }
 
 /// Whether an operator lets a backend take traffic.

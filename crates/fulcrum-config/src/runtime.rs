@@ -88,6 +88,24 @@ pub struct Overlay {
     /// Route switches per listener name, then route name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub routes: BTreeMap<String, BTreeMap<String, RouteSwitch>>,
+    /// Backends DNS discovery found, per pool name: layered between the
+    /// file and the operator's changes, and never persisted (they are
+    /// resolved again at start).
+    #[serde(skip)]
+    pub discovered: BTreeMap<String, Vec<DiscoveredBackend>>,
+}
+
+/// A backend DNS discovery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscoveredBackend {
+    /// `IP:port`.
+    pub address: SocketAddr,
+    /// Its weight (an SRV record's; 1 for A records).
+    pub weight: u32,
+    /// Its priority level (an SRV record's priority ranked, 0 first; 0 for A records).
+    pub priority: u8,
+    /// Gone from DNS: it takes no new requests and leaves once idle.
+    pub draining: bool,
 }
 
 impl Overlay {
@@ -129,6 +147,25 @@ impl Overlay {
     /// are skipped and returned as warnings.
     pub(crate) fn apply(&self, raw: &mut FileConfig) -> Vec<String> {
         let mut warnings = Vec::new();
+        for (name, found) in &self.discovered {
+            let Some(pool) = raw.pools.get_mut(name) else { continue };
+            for backend in found {
+                // A static backend at the same address wins.
+                if pool.backends.iter().any(|b| b.address.parse::<SocketAddr>().ok() == Some(backend.address))
+                {
+                    continue;
+                }
+                pool.backends.push(BackendFile {
+                    address: backend.address.to_string(),
+                    weight: Some(backend.weight),
+                    zone: None,
+                    region: None,
+                    priority: Some(backend.priority),
+                    state: backend.draining.then(|| "draining".to_string()),
+                    origin: crate::BackendOrigin::Dns,
+                });
+            }
+        }
         for (name, overlay) in &self.pools {
             let Some(pool) = raw.pools.get_mut(name) else {
                 warnings
@@ -148,6 +185,7 @@ impl Overlay {
                         region: added.region.clone(),
                         priority: None,
                         state: None,
+                        origin: crate::BackendOrigin::Api,
                     });
                 }
             }

@@ -324,6 +324,7 @@ impl Validator<'_> {
                 .send_proxy_protocol(&path.key("send_proxy_protocol"), raw.send_proxy_protocol.as_ref()),
             tls: raw.tls.as_ref().and_then(|t| self.upstream_tls(t, &path.key("tls"))),
             protocol: self.upstream_protocol(raw, &path.key("protocol")),
+            discovery: raw.discovery.as_ref().map(|d| self.discovery(d, &path.key("discovery"))),
         })
     }
 
@@ -437,6 +438,7 @@ impl Validator<'_> {
                     BackendState::Active
                 }),
             },
+            origin: raw.origin,
         })
     }
 }

@@ -32,6 +32,8 @@ pub struct Backend {
     pub priority: u8,
     /// Operator state: only `active` backends take new requests.
     pub state: fulcrum_config::BackendState,
+    /// Where it came from: the file, DNS discovery or the admin API.
+    pub origin: fulcrum_config::BackendOrigin,
     /// Live counters, shared with the pool's selector (and kept across
     /// reloads that change this backend's settings).
     pub load: Arc<Load>,
@@ -99,6 +101,7 @@ impl Backend {
             region: config.region.clone(),
             priority: config.priority,
             state: config.state,
+            origin: config.origin,
             load: previous.map(|p| Arc::clone(&p.load)).unwrap_or_default(),
             metrics: previous.map(|p| Arc::clone(&p.metrics)).unwrap_or_default(),
             guards: Guards::new(pool),
@@ -116,6 +119,7 @@ impl Backend {
             && self.region == config.region
             && self.priority == config.priority
             && self.state == config.state
+            && self.origin == config.origin
     }
 
     /// Whether the backend may take a new request at `now`.

@@ -102,6 +102,7 @@ mod tests {
             send_proxy_protocol: None,
             tls: None,
             protocol: Default::default(),
+            discovery: None,
         }
     }
 

@@ -439,6 +439,7 @@ impl Proxy {
                             effective_weight: f64::from(b.weight) * pool.weight_factor(b, now),
                             zone: b.zone.clone(),
                             state: b.state.name(),
+                            origin: b.origin.name(),
                             active_requests: b.load.in_flight(),
                             requests_total: b.load.requests_total(),
                             errors_total: b.load.errors_total(),

@@ -69,6 +69,8 @@ pub struct BackendStats {
     pub zone: Option<String>,
     /// Operator state: `active`, `draining` or `maintenance`.
     pub state: &'static str,
+    /// Where it came from: `static` (the file), `dns` (discovery) or `api`.
+    pub origin: &'static str,
     /// Requests in flight now.
     pub active_requests: u64,
     /// Requests since the backend was added.

@@ -4,18 +4,21 @@
 //! call, SIGHUP, `POST /api/v1/reload` — goes through one path: compute the
 //! effective config, apply it to the proxy as a diff, then persist.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use fulcrum_admin::{ApiError, BackendUpdate, Control, NewBackend};
-use fulcrum_config::{AddedBackend, BackendChange, Config, Overlay, RouteSwitch, Source};
+use fulcrum_config::{AddedBackend, BackendChange, Config, DiscoveredBackend, Overlay, RouteSwitch, Source};
 use fulcrum_proxy::{
     BackendStats, CanaryView, Event, PoolSessions, Proxy, RouteError, RouteView, SessionsError, Stats,
 };
 use futures_util::future::BoxFuture;
 use http::StatusCode;
+
+use crate::discovery::Follower;
 
 /// Shared by the admin API, the signal loop and drain tasks.
 #[derive(Clone)]
@@ -27,6 +30,8 @@ struct Inner {
     proxy: Arc<Proxy>,
     graceful_timeout: Duration,
     state: Mutex<State>,
+    /// One DNS discovery follower per pool that has `discovery`.
+    followers: Mutex<HashMap<String, Follower>>,
 }
 
 struct State {
@@ -59,7 +64,107 @@ impl Controller {
             proxy,
             graceful_timeout,
             state: Mutex::new(State { source, overlay }),
+            followers: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Starts, replaces or stops DNS discovery followers to match the
+    /// running config; backends discovered for a pool that no longer has
+    /// `discovery` leave with its follower.
+    pub fn sync_discovery(&self) {
+        let config = self.0.proxy.config();
+        let mut followers = self.0.followers.lock().unwrap_or_else(|p| p.into_inner());
+        followers
+            .retain(|pool, f| config.pools.get(pool).and_then(|p| p.discovery.as_ref()) == Some(&f.config));
+        for (pool, pool_config) in &config.pools {
+            if let Some(discovery) = &pool_config.discovery {
+                if !followers.contains_key(pool) {
+                    followers
+                        .insert(pool.clone(), Follower::start(self.clone(), pool.clone(), discovery.clone()));
+                }
+            }
+        }
+        drop(followers);
+        let mut state = self.lock();
+        let stale: Vec<String> = state
+            .overlay
+            .discovered
+            .keys()
+            .filter(|pool| config.pools.get(*pool).is_none_or(|p| p.discovery.is_none()))
+            .cloned()
+            .collect();
+        if !stale.is_empty() {
+            let mut overlay = state.overlay.clone();
+            for pool in &stale {
+                overlay.discovered.remove(pool);
+            }
+            if let Err(e) = self.commit(&mut state, overlay) {
+                tracing::error!(pools = ?stale, error = %e.message, "cannot remove the backends of a pool that no longer has discovery");
+            }
+        }
+    }
+
+    /// Applies a DNS answer to `pool`: new addresses join, known ones take
+    /// the answer's weight, missing ones start draining. Returns the
+    /// addresses that are draining now.
+    pub fn discovered(&self, pool: &str, answer: &[DiscoveredBackend]) -> Vec<SocketAddr> {
+        let mut state = self.lock();
+        let previous = state.overlay.discovered.get(pool).cloned().unwrap_or_default();
+        let merged = crate::discovery::merge(&previous, answer);
+        let draining = merged.iter().filter(|b| b.draining).map(|b| b.address).collect();
+        if merged != previous {
+            let joined: Vec<String> = merged
+                .iter()
+                .filter(|b| !b.draining && !previous.iter().any(|p| p.address == b.address && !p.draining))
+                .map(|b| b.address.to_string())
+                .collect();
+            let mut overlay = state.overlay.clone();
+            overlay.discovered.insert(pool.to_string(), merged);
+            match self.commit(&mut state, overlay) {
+                Ok(()) => {
+                    tracing::info!(%pool, joined = ?joined, draining = ?draining, "DNS discovery changed the pool")
+                }
+                Err(e) => {
+                    tracing::error!(%pool, error = %e.message, "cannot apply a DNS answer; the pool keeps its backends")
+                }
+            }
+        }
+        draining
+    }
+
+    /// Takes the draining backends of `pool` that have no request left (or
+    /// outlived the graceful timeout) out of `draining`, returning them.
+    pub fn drained(
+        &self,
+        pool: &str,
+        draining: &mut HashMap<SocketAddr, tokio::time::Instant>,
+    ) -> Vec<SocketAddr> {
+        let stats = self.0.proxy.stats();
+        let backends =
+            stats.pools.iter().find(|p| p.name == pool).map(|p| p.backends.as_slice()).unwrap_or(&[]);
+        let mut gone = Vec::new();
+        draining.retain(|address, since| {
+            let id = address.to_string();
+            let idle = backends.iter().find(|b| b.id == id).is_none_or(|b| b.active_requests == 0);
+            let done = idle || since.elapsed() >= self.0.graceful_timeout;
+            if done {
+                gone.push(*address);
+            }
+            !done
+        });
+        gone
+    }
+
+    /// Removes drained discovered backends from `pool`.
+    pub fn forget_discovered(&self, pool: &str, gone: &[SocketAddr]) {
+        let mut state = self.lock();
+        let mut overlay = state.overlay.clone();
+        let Some(found) = overlay.discovered.get_mut(pool) else { return };
+        found.retain(|b| !(b.draining && gone.contains(&b.address)));
+        match self.commit(&mut state, overlay) {
+            Ok(()) => tracing::info!(%pool, removed = ?gone, "drained backends left DNS and the pool"),
+            Err(e) => tracing::error!(%pool, error = %e.message, "cannot remove drained discovered backends"),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -256,6 +361,8 @@ impl Control for Controller {
         let (effective, warnings) = source.config(&state.overlay).map_err(errors)?;
         let changes = self.0.proxy.reload(effective).map_err(|e| vec![format!("{e:#}")])?;
         state.source = source;
+        drop(state);
+        self.sync_discovery();
         Ok(changes.iter().map(ToString::to_string).chain(warnings).collect())
     }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod control;
 mod ctl;
 mod demo;
+mod discovery;
 mod run;
 mod simulate;
 

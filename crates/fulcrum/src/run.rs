@@ -62,7 +62,11 @@ async fn serve(path: PathBuf, source: Source, overlay: Overlay, config: Config) 
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let graceful_timeout = config.server.graceful_timeout;
     let watch = config.admin.as_ref().is_some_and(|a| a.watch_config);
+    let (config, overlay) = crate::discovery::resolve_at_start(&source, config, overlay)
+        .await
+        .map_err(|e| anyhow::anyhow!("the discovered backends do not fit the config: {e}"))?;
     let (controller, proxy, admin_stop) = start(Some(path.clone()), source, overlay, config).await?;
+    controller.sync_discovery();
     if watch {
         tokio::spawn(watch_config(path.clone(), controller.clone()));
     }
