@@ -28,6 +28,7 @@ mod hash_key;
 mod health_check;
 mod http;
 mod http3;
+pub mod inherit;
 mod listener;
 mod metrics;
 mod pool;

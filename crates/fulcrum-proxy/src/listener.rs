@@ -59,21 +59,42 @@ pub enum Socket {
 }
 
 /// Binds `address` for `protocol` (TCP with `SO_REUSEADDR`, as every
-/// restartable server does).
+/// restartable server does), or takes the socket the previous process
+/// handed on for it ([`crate::inherit`]).
 pub fn bind(address: SocketAddr, protocol: Protocol) -> std::io::Result<Socket> {
     if protocol == Protocol::Udp {
-        let socket = std::net::UdpSocket::bind(address)?;
+        let socket = bind_udp(address)?;
         socket.set_nonblocking(true)?;
         return Ok(Socket::Datagram(tokio::net::UdpSocket::from_std(socket)?));
     }
-    let socket = std::net::TcpListener::bind(address)?;
+    let socket = match crate::inherit::tcp(address) {
+        Some(inherited) => inherited,
+        None => std::net::TcpListener::bind(address)?,
+    };
     socket.set_nonblocking(true)?;
     Ok(Socket::Stream(TcpListener::from_std(socket)?))
 }
 
 /// Binds `address`'s UDP port for HTTP/3 beside an https listener's TCP one.
 pub fn bind_quic(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    std::net::UdpSocket::bind(address)
+    bind_udp(address)
+}
+
+fn bind_udp(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    match crate::inherit::udp(address) {
+        Some(inherited) => Ok(inherited),
+        None => std::net::UdpSocket::bind(address),
+    }
+}
+
+impl Socket {
+    /// A duplicate of its descriptor to hand on at a binary upgrade.
+    pub fn handoff(&self, address: SocketAddr) -> std::io::Result<(String, std::os::fd::OwnedFd)> {
+        match self {
+            Self::Stream(s) => crate::inherit::handoff(false, address, s),
+            Self::Datagram(s) => crate::inherit::handoff(true, address, s),
+        }
+    }
 }
 
 /// Accepts connections until `acceptor.stop` fires.

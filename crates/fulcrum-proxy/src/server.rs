@@ -68,6 +68,8 @@ struct RunningListener {
     gate: Arc<Gate>,
     /// Whether it also serves HTTP/3 on its UDP port.
     http3: bool,
+    /// Duplicates of its sockets, handed on at a binary upgrade.
+    sockets: Vec<(String, std::os::fd::OwnedFd)>,
 }
 
 impl Proxy {
@@ -314,7 +316,19 @@ impl Proxy {
     ) -> RunningListener {
         tracing::info!(listener = %state.name, %address, protocol = ?state.protocol, http3 = quic.is_some(), "listening");
         let h3 = state.h3.clone();
+        let mut sockets = Vec::new();
+        let handoffs =
+            [Some(socket.handoff(address)), quic.as_ref().map(|q| crate::inherit::handoff(true, address, q))];
+        for handoff in handoffs.into_iter().flatten() {
+            match handoff {
+                Ok(duplicate) => sockets.push(duplicate),
+                Err(e) => {
+                    tracing::warn!(%address, error = %e, "cannot keep this socket for a binary upgrade")
+                }
+            }
+        }
         let running = RunningListener {
+            sockets,
             http3: quic.is_some(),
             state: Arc::new(ArcSwap::from_pointee(state)),
             stop: CancellationToken::new(),
@@ -393,6 +407,14 @@ impl Proxy {
         } else {
             crate::exporter::to_prometheus_text(&text)
         }
+    }
+
+    /// Duplicates of every listening socket, named, to hand on to a new
+    /// process at a binary upgrade ([`crate::inherit`]).
+    pub fn handoff(&self) -> std::io::Result<Vec<(String, std::os::fd::OwnedFd)>> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let sockets = running.listeners.values().flat_map(|l| &l.sockets);
+        sockets.map(|(name, fd)| Ok((name.clone(), fd.try_clone()?))).collect()
     }
 
     /// The running config.

@@ -91,7 +91,7 @@ async fn demo() -> anyhow::Result<()> {
     let (config, _) =
         source.config(&overlay).map_err(|e| anyhow::anyhow!("the demo config is invalid: {e}"))?;
     let graceful_timeout = config.server.graceful_timeout;
-    let (_controller, proxy, admin_stop) = crate::run::start(None, source, overlay, config).await?;
+    let (_controller, proxy, admin) = crate::run::start(None, source, overlay, config).await?;
 
     println!("Fulcrum demo is running.\n");
     println!("  balancer   http://{BALANCER}/      (p2c over {} backends, health checks, outlier detection, retries)", BACKENDS.len());
@@ -118,6 +118,6 @@ async fn demo() -> anyhow::Result<()> {
         _ = terminate.recv() => {},
     }
     proxy.shutdown(graceful_timeout).await;
-    admin_stop.cancel();
+    admin.stop.cancel();
     Ok(())
 }

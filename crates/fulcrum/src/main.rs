@@ -11,12 +11,15 @@ mod demo;
 mod discovery;
 mod run;
 mod simulate;
+mod upgrade;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Sockets a binary upgrade handed on, taken before any thread starts.
+    let inherited = fulcrum_proxy::inherit::adopt();
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -26,6 +29,13 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    match inherited {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(count, "binary upgrade: listening sockets inherited"),
+        Err(e) => {
+            tracing::error!(error = %e, "binary upgrade: cannot take the inherited sockets; binding anew")
+        }
+    }
     match cli.command {
         cli::Command::Run { config } => run::run(&config),
         cli::Command::Check { config } => check::check(&config),

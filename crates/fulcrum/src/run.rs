@@ -31,8 +31,9 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let executable = crate::upgrade::executable();
     let served = runtime(config.server.worker_threads)
-        .and_then(|rt| rt.block_on(serve(path.to_path_buf(), source, overlay, config)));
+        .and_then(|rt| rt.block_on(serve(path.to_path_buf(), executable, source, overlay, config)));
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => crate::runtime_failure(&e),
@@ -55,9 +56,17 @@ pub fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime>
 }
 
 /// Serves until a stop signal; SIGHUP re-reads `path` (runtime changes stay
-/// layered over it).
-async fn serve(path: PathBuf, source: Source, overlay: Overlay, config: Config) -> anyhow::Result<()> {
+/// layered over it); SIGUSR2 starts `executable` with the listening sockets
+/// (a binary upgrade), which stops this process once it serves.
+async fn serve(
+    path: PathBuf,
+    executable: Option<PathBuf>,
+    source: Source,
+    overlay: Overlay,
+    config: Config,
+) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let mut upgrade_signal = signal(SignalKind::user_defined2()).context("cannot listen for SIGUSR2")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let graceful_timeout = config.server.graceful_timeout;
@@ -65,8 +74,10 @@ async fn serve(path: PathBuf, source: Source, overlay: Overlay, config: Config) 
     let (config, overlay) = crate::discovery::resolve_at_start(&source, config, overlay)
         .await
         .map_err(|e| anyhow::anyhow!("the discovered backends do not fit the config: {e}"))?;
-    let (controller, proxy, admin_stop) = start(Some(path.clone()), source, overlay, config).await?;
+    let (controller, proxy, admin) = start(Some(path.clone()), source, overlay, config).await?;
     controller.sync_discovery();
+    crate::upgrade::ready();
+    let mut upgrading = None;
     if watch {
         tokio::spawn(watch_config(path.clone(), controller.clone()));
     }
@@ -76,19 +87,68 @@ async fn serve(path: PathBuf, source: Source, overlay: Overlay, config: Config) 
                 tracing::info!(config = %path.display(), "SIGHUP: reloading");
                 log_reload(controller.reload());
             }
+            _ = upgrade_signal.recv() => {
+                if upgrading.is_some() {
+                    tracing::warn!("SIGUSR2: a binary upgrade is already under way");
+                    continue;
+                }
+                let Some(executable) = &executable else {
+                    tracing::error!("SIGUSR2: cannot upgrade: this process does not know its binary's path");
+                    continue;
+                };
+                let sockets = proxy.handoff().and_then(|mut sockets| {
+                    sockets.extend(admin.handoff()?);
+                    Ok(sockets)
+                });
+                match sockets.and_then(|sockets| crate::upgrade::start(executable, sockets)) {
+                    Ok(watch) => upgrading = Some(watch),
+                    Err(e) => tracing::error!(error = %e, "SIGUSR2: cannot start the new binary; still serving"),
+                }
+            }
+            exit = async { upgrading.as_mut().expect("guarded").await }, if upgrading.is_some() => {
+                upgrading = None;
+                let status = match exit {
+                    Ok(Ok(status)) => status.to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(%status, "binary upgrade failed: the new process ended before it was ready; this one keeps serving");
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
+    if upgrading.is_some() {
+        // The new process serves the admin API now.
+        admin.stop.cancel();
+    }
     tracing::info!(timeout = ?graceful_timeout, "stopping: draining in-flight requests");
     let drained = proxy.shutdown(graceful_timeout).await;
-    admin_stop.cancel();
+    admin.stop.cancel();
     if drained {
         tracing::info!("all connections finished; bye");
     } else {
         tracing::warn!("graceful timeout reached with connections still open; closing them");
     }
     Ok(())
+}
+
+/// The running admin API: how to stop it, and its socket for a binary upgrade.
+pub struct AdminApi {
+    /// Stops accepting.
+    pub stop: CancellationToken,
+    /// `(address, a duplicate of the listening socket)`, when there is an admin API.
+    socket: Option<(std::net::SocketAddr, std::os::fd::OwnedFd)>,
+}
+
+impl AdminApi {
+    /// The admin socket, named, to hand on at a binary upgrade.
+    fn handoff(&self) -> std::io::Result<Option<(String, std::os::fd::OwnedFd)>> {
+        self.socket
+            .as_ref()
+            .map(|(address, fd)| Ok((fulcrum_proxy::inherit::name(false, *address), fd.try_clone()?)))
+            .transpose()
+    }
 }
 
 /// Starts the proxy on `config` (`source` with `overlay` applied) and,
@@ -98,17 +158,24 @@ pub async fn start(
     source: Source,
     overlay: Overlay,
     config: Config,
-) -> anyhow::Result<(Controller, Arc<Proxy>, CancellationToken)> {
+) -> anyhow::Result<(Controller, Arc<Proxy>, AdminApi)> {
     let admin = config.admin.clone();
     let proxy = Proxy::start(config)?;
     let controller = Controller::new(path, source, overlay, Arc::clone(&proxy));
-    let admin_stop = CancellationToken::new();
+    let mut api = AdminApi { stop: CancellationToken::new(), socket: None };
     if let Some(admin) = admin {
         let (control, stop) =
-            (Arc::new(controller.clone()) as Arc<dyn fulcrum_admin::Control>, admin_stop.clone());
-        let listener = tokio::net::TcpListener::bind(admin.listen)
-            .await
-            .with_context(|| format!("admin API cannot listen on {}", admin.listen))?;
+            (Arc::new(controller.clone()) as Arc<dyn fulcrum_admin::Control>, api.stop.clone());
+        let listener = match fulcrum_proxy::inherit::tcp(admin.listen) {
+            Some(inherited) => {
+                inherited.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(inherited)?
+            }
+            None => tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("admin API cannot listen on {}", admin.listen))?,
+        };
+        api.socket = Some((admin.listen, std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?));
         tokio::spawn(async move {
             if let Err(e) = fulcrum_admin::serve(
                 listener,
@@ -122,7 +189,7 @@ pub async fn start(
             }
         });
     }
-    Ok((controller, proxy, admin_stop))
+    Ok((controller, proxy, api))
 }
 
 /// Reloads whenever the config file's content changes (`[admin]
