@@ -83,6 +83,8 @@ pub struct CtlArgs {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum CtlCommand {
+    /// Exit 0 when the balancer's admin API answers `/health` (container health checks).
+    Health,
     /// List pools.
     Pools,
     /// List a pool's backends with their state and figures.

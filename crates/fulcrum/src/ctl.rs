@@ -48,6 +48,7 @@ fn backend_path(pool: &str, id: &str) -> String {
 
 fn request_of(command: &CtlCommand) -> (Method, String, Option<Value>) {
     match command {
+        CtlCommand::Health => (Method::GET, "/health".into(), None),
         CtlCommand::Pools | CtlCommand::Backends { .. } => (Method::GET, "/api/v1/pools".into(), None),
         CtlCommand::Add { pool, address, weight } => (
             Method::POST,
@@ -98,6 +99,7 @@ fn render(command: &CtlCommand, value: &Value) -> String {
     let empty = Vec::new();
     let pools = value.get("pools").and_then(Value::as_array).unwrap_or(&empty);
     match command {
+        CtlCommand::Health => format!("{}\n", text(&value["status"])),
         CtlCommand::Pools => {
             let rows = pools.iter().map(|p| {
                 let backends = p["backends"].as_array().unwrap_or(&empty);
