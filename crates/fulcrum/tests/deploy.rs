@@ -231,3 +231,34 @@ backends = [{{ address = "{v2}" }}]
     );
     println!("{} dashboard queries name {} metrics, all exported", expressions.len(), named.len());
 }
+
+#[test]
+fn systemd_hears_ready_once_the_listeners_are_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    notify.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let listen = local(free_port());
+    let config = dir.path().join("fulcrum.toml");
+    std::fs::write(
+        &config,
+        format!("[[listeners]]\nname = \"web\"\nlisten = \"{listen}\"\npool = \"app\"\n\n[pools.app]\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut message = [0u8; 256];
+    let received = notify.recv(&mut message);
+    let accepting = std::net::TcpStream::connect(listen).is_ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    let message =
+        String::from_utf8_lossy(&message[..received.expect("systemd was told nothing")]).to_string();
+    assert_eq!(message.trim(), "READY=1");
+    assert!(accepting, "READY=1 came before the listener accepted");
+}
