@@ -148,3 +148,7 @@ pub async fn canary_action(
 pub async fn events(State(state): State<AdminState>) -> Response {
     Json(serde_json::json!({ "events": state.control.events() })).into_response()
 }
+
+pub async fn autoscale(State(state): State<AdminState>) -> Response {
+    Json(serde_json::json!({ "pools": state.control.autoscale() })).into_response()
+}

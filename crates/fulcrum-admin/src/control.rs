@@ -93,6 +93,8 @@ pub trait Control: Send + Sync + 'static {
     fn canary_action(&self, listener: &str, route: &str, action: &str) -> Result<CanaryView, RouteError>;
     /// What the balancer decided on its own, oldest first.
     fn events(&self) -> Vec<Event>;
+    /// Every autoscaled pool's advice.
+    fn autoscale(&self) -> Vec<fulcrum_proxy::autoscale::AutoscaleView>;
 }
 
 /// `POST /api/v1/routes/{listener}/{route}/canary`.

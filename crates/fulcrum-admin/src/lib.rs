@@ -61,6 +61,7 @@ fn router(state: AdminState) -> Router {
         .route("/api/v1/routes/{listener}/{route}", patch(api::switch_route))
         .route("/api/v1/routes/{listener}/{route}/canary", post(api::canary_action))
         .route("/api/v1/events", get(api::events))
+        .route("/api/v1/autoscale", get(api::autoscale))
         .route("/api/v1/reload", post(api::reload))
         .route("/api/v1/recommendations", get(api::recommendations))
         .route_layer(middleware::from_fn_with_state(state.clone(), access::require_token));

@@ -126,7 +126,13 @@ mod tests {
     fn pool(algorithm: &'static str, backends: Vec<BackendStats>) -> Stats {
         Stats {
             listeners: Vec::new(),
-            pools: vec![PoolStats { name: "app".into(), algorithm, backends, admission: None }],
+            pools: vec![PoolStats {
+                name: "app".into(),
+                algorithm,
+                backends,
+                admission: None,
+                autoscale: None,
+            }],
         }
     }
 

@@ -18,6 +18,7 @@
 //! (pingora's `select_with(key, max_iterations, accept)`).
 
 pub mod algorithms;
+pub mod autoscale;
 pub mod canary;
 mod ewma;
 mod hash;

@@ -293,6 +293,28 @@ pub struct PoolFile {
     pub tls: Option<UpstreamTlsFile>,
     pub protocol: Option<String>,
     pub discovery: Option<DiscoveryFile>,
+    pub autoscale: Option<AutoscaleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscaleFile {
+    pub min: Option<u32>,
+    pub max: u32,
+    pub target_utilization: Option<f64>,
+    pub per_backend_concurrency: Option<u32>,
+    pub scale_up_cooldown: Option<String>,
+    pub scale_down_cooldown: Option<String>,
+    pub predict: Option<String>,
+    pub interval: Option<String>,
+    pub hook: Option<AutoscaleHookFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscaleHookFile {
+    pub webhook: Option<String>,
+    pub exec: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

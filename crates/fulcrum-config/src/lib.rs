@@ -9,6 +9,7 @@
 
 mod admission;
 mod affinity;
+mod autoscale;
 mod diff;
 mod discovery;
 mod duration;
@@ -31,6 +32,7 @@ pub use admission::{
 pub use affinity::{
     Affinity, AffinityKind, AffinityMode, Redis, SessionStore, DEFAULT_AFFINITY_TTL, DEFAULT_REDIS_TIMEOUT,
 };
+pub use autoscale::{Autoscale, DEFAULT_AUTOSCALE_INTERVAL};
 pub use diff::{diff, Change};
 pub use discovery::{BackendOrigin, Discovery, DiscoveryRecords, DEFAULT_DISCOVERY_INTERVAL};
 pub use duration::parse_duration;

@@ -386,6 +386,8 @@ pub struct Pool {
     pub protocol: UpstreamProtocol,
     /// Backends found by DNS besides the static ones (`discovery`); none by default.
     pub discovery: Option<crate::Discovery>,
+    /// The autoscaling advisor (`autoscale`); none by default.
+    pub autoscale: Option<crate::Autoscale>,
 }
 
 /// The HTTP version spoken to a pool's backends.

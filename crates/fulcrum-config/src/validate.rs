@@ -325,6 +325,7 @@ impl Validator<'_> {
             tls: raw.tls.as_ref().and_then(|t| self.upstream_tls(t, &path.key("tls"))),
             protocol: self.upstream_protocol(raw, &path.key("protocol")),
             discovery: raw.discovery.as_ref().map(|d| self.discovery(d, &path.key("discovery"))),
+            autoscale: raw.autoscale.as_ref().map(|a| self.autoscale(a, &path.key("autoscale"))),
         })
     }
 

@@ -33,6 +33,8 @@ pub struct PoolsCollector {
     pub canaries: Vec<Arc<crate::release::canary::LiveCanary>>,
     /// Every mirrored route's counts.
     pub mirrors: Vec<Arc<crate::release::mirror::MirrorSlots>>,
+    /// Backends each autoscaled pool is advised to have.
+    pub desired: Vec<(String, u32)>,
 }
 
 fn describe<'a>(
@@ -124,6 +126,18 @@ impl Collector for PoolsCollector {
         self.encode_affinity(&mut encoder)?;
         self.encode_refused(&mut encoder)?;
         self.encode_release(&mut encoder)?;
+        if !self.desired.is_empty() {
+            let mut family = describe(
+                &mut encoder,
+                "lb_autoscale_desired_backends",
+                "Backends the autoscaling advisor advises, by pool.",
+                MetricType::Gauge,
+            )?;
+            for (pool, desired) in &self.desired {
+                let labels = [("pool".to_string(), pool.clone())];
+                ConstGauge::new(i64::from(*desired)).encode(family.encode_family(&labels)?)?;
+            }
+        }
         self.encode_admission(&mut encoder)
     }
 }

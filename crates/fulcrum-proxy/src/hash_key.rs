@@ -103,6 +103,7 @@ mod tests {
             tls: None,
             protocol: Default::default(),
             discovery: None,
+            autoscale: None,
         }
     }
 

@@ -13,6 +13,7 @@ mod access_log;
 mod admission;
 mod affinity;
 mod attempt;
+pub mod autoscale;
 mod backend;
 mod clock;
 mod error;

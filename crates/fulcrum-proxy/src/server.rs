@@ -57,6 +57,8 @@ struct Running {
     canaries: BTreeMap<(String, String), Arc<LiveCanary>>,
     /// Mirror slots and counts by listener and route.
     mirrors: BTreeMap<(String, String), Arc<MirrorSlots>>,
+    /// Autoscaling advisors by pool, kept while their settings are unchanged.
+    advisors: BTreeMap<String, Arc<crate::autoscale::LiveAdvisor>>,
     listeners: HashMap<SocketAddr, RunningListener>,
 }
 
@@ -86,6 +88,7 @@ impl Proxy {
                 limiters: BTreeMap::new(),
                 canaries: BTreeMap::new(),
                 mirrors: BTreeMap::new(),
+                advisors: BTreeMap::new(),
                 listeners: HashMap::new(),
             }),
             tracker: TaskTracker::new(),
@@ -298,6 +301,14 @@ impl Proxy {
             running.probers.extend(probers.map(|p| (name.clone(), p)));
         }
         drop(old_probers);
+        let mut old_advisors = std::mem::take(&mut running.advisors);
+        for (name, pool) in &pools {
+            let Some(config) = &pool.config.autoscale else { continue };
+            let advisor = old_advisors.remove(name).filter(|a| a.config == *config).unwrap_or_else(|| {
+                Arc::new(crate::autoscale::LiveAdvisor::new(name, config.clone(), crate::clock::now_nanos()))
+            });
+            running.advisors.insert(name.clone(), advisor);
+        }
         running.pools = pools;
         running.store = store;
         running.limiters = limiters;
@@ -373,7 +384,7 @@ impl Proxy {
     /// `promtool` and older scrapers parse: counters' HELP/TYPE name the
     /// `_total` series, no `# EOF`).
     pub fn encode_metrics(&self, openmetrics: bool) -> String {
-        let (pools, store_errors, limiters, gates, canaries, mirrors) = {
+        let (pools, store_errors, limiters, gates, canaries, mirrors, desired) = {
             let running = self.lock();
             let gates = running
                 .config
@@ -388,6 +399,11 @@ impl Proxy {
                 gates,
                 running.canaries.values().cloned().collect(),
                 running.mirrors.values().cloned().collect(),
+                running
+                    .advisors
+                    .iter()
+                    .filter_map(|(name, a)| Some((name.clone(), a.view(running.pools.get(name)?).desired)))
+                    .collect(),
             )
         };
         let mut registry = prometheus_client::registry::Registry::default();
@@ -398,6 +414,7 @@ impl Proxy {
             gates,
             canaries,
             mirrors,
+            desired,
         }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)
@@ -489,9 +506,20 @@ impl Proxy {
                                 .collect(),
                         }
                     }),
+                    autoscale: running.advisors.get(&*pool.name).map(|a| a.view(pool)),
                 })
                 .collect(),
         }
+    }
+
+    /// Every pool's autoscaling advice, by pool name.
+    pub fn autoscale(&self) -> Vec<crate::autoscale::AutoscaleView> {
+        let running = self.lock();
+        running
+            .advisors
+            .iter()
+            .filter_map(|(name, advisor)| Some(advisor.view(running.pools.get(name)?)))
+            .collect()
     }
 
     /// What every listener serves now, in config order.
@@ -572,12 +600,23 @@ async fn tick_pools(proxy: std::sync::Weak<Proxy>) {
     loop {
         interval.tick().await;
         let Some(proxy) = proxy.upgrade() else { break };
-        let (pools, limiters): (Vec<Arc<Pool>>, Vec<Arc<RateLimiter>>) = {
+        let (pools, limiters, advisors) = {
             let running = proxy.lock();
-            (running.pools.values().cloned().collect(), running.limiters.values().cloned().collect())
+            let advisors: Vec<(Arc<crate::autoscale::LiveAdvisor>, Arc<Pool>)> = running
+                .advisors
+                .iter()
+                .filter_map(|(name, a)| Some((Arc::clone(a), Arc::clone(running.pools.get(name)?))))
+                .collect();
+            let pools: Vec<Arc<Pool>> = running.pools.values().cloned().collect();
+            let limiters: Vec<Arc<RateLimiter>> = running.limiters.values().cloned().collect();
+            (pools, limiters, advisors)
         };
         for pool in pools {
             pool.tick();
+        }
+        let now = crate::clock::now_nanos();
+        for (advisor, pool) in advisors {
+            advisor.tick(&pool, now);
         }
         for limiter in limiters {
             limiter.upkeep();

@@ -39,6 +39,9 @@ pub struct PoolStats {
     /// Its admission control, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admission: Option<AdmissionStats>,
+    /// Its autoscaling advice, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<crate::autoscale::AutoscaleView>,
 }
 
 /// A pool's admission control now.

@@ -349,6 +349,10 @@ impl Control for Controller {
         self.0.proxy.events()
     }
 
+    fn autoscale(&self) -> Vec<fulcrum_proxy::autoscale::AutoscaleView> {
+        self.0.proxy.autoscale()
+    }
+
     fn reload(&self) -> Result<Vec<String>, Vec<String>> {
         let Some(path) = &self.0.config_path else {
             return Err(vec!["this instance has no config file to reload".into()]);

@@ -199,6 +199,7 @@ affinity = {{ kind = "client_ip", store = "redis" }}
 admission = {{ max_concurrent = 100 }}
 circuit_breaker = {{ max_requests = 100 }}
 retries = {{ attempts = 2 }}
+autoscale = {{ max = 4 }}
 
 [pools.v2]
 backends = [{{ address = "{v2}" }}]
