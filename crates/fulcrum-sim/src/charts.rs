@@ -1,6 +1,7 @@
 //! Charts as self-contained SVG, written by hand (no font files, no
 //! native dependencies): the latency CDF of every algorithm on a log
-//! axis, and each algorithm's per-backend load over time.
+//! axis, each algorithm's per-backend load over time, and the
+//! autoscaling advisor's desired against serving backends against load.
 
 use std::fmt::Write;
 
@@ -110,9 +111,33 @@ pub fn latency_cdf(runs: &[Run]) -> String {
 
 /// Requests per second each backend received under one algorithm.
 pub fn backend_load(run: &Run) -> String {
-    let mut svg = frame(&format!("Per-backend load: {}", run.algorithm), "time (s)", "requests per second");
-    let seconds = run.per_second.first().map_or(1, Vec::len).max(2) - 1;
-    let peak = run.per_second.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let series: Vec<(String, Vec<f64>)> = run
+        .per_second
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("backend {i}"), s.iter().map(|&n| f64::from(n)).collect()))
+        .collect();
+    over_time(&format!("Per-backend load: {}", run.algorithm), "requests per second", &series)
+}
+
+/// The autoscaling advisor over one run: the load (as the backends it
+/// needs at the target utilization), the backends advised and those
+/// taking traffic; `None` without `[autoscale]`.
+pub fn autoscale(run: &Run) -> Option<String> {
+    let trace = run.autoscale.as_ref()?;
+    let series = vec![
+        ("load (backends needed)".to_string(), trace.per_second.iter().map(|s| s.needed).collect()),
+        ("desired".to_string(), trace.per_second.iter().map(|s| f64::from(s.desired)).collect()),
+        ("serving".to_string(), trace.per_second.iter().map(|s| f64::from(s.serving)).collect()),
+    ];
+    Some(over_time(&format!("Autoscaling: {}", run.algorithm), "backends", &series))
+}
+
+/// One line per series over the seconds of a run (the last, partial second left out).
+fn over_time(title: &str, y_label: &str, series: &[(String, Vec<f64>)]) -> String {
+    let mut svg = frame(title, "time (s)", y_label);
+    let seconds = series.first().map_or(1, |(_, s)| s.len()).max(2) - 1;
+    let peak = series.iter().flat_map(|(_, s)| s.iter().copied()).fold(1.0_f64, f64::max);
     for tick in 0..=4 {
         let value = peak * f64::from(tick) / 4.0;
         let y = plot_y(f64::from(tick) / 4.0);
@@ -132,13 +157,12 @@ pub fn backend_load(run: &Run) -> String {
             HEIGHT - BOTTOM + 16.0
         );
     }
-    for (i, series) in run.per_second.iter().enumerate() {
-        let points: Vec<String> = series[..seconds]
+    for (i, (label, values)) in series.iter().enumerate() {
+        let points: Vec<String> = values
             .iter()
+            .take(seconds)
             .enumerate()
-            .map(|(s, &n)| {
-                format!("{:.1},{:.1}", plot_x(s as f64 / seconds as f64), plot_y(f64::from(n) / peak))
-            })
+            .map(|(s, &v)| format!("{:.1},{:.1}", plot_x(s as f64 / seconds as f64), plot_y(v / peak)))
             .collect();
         let _ = writeln!(
             svg,
@@ -146,7 +170,7 @@ pub fn backend_load(run: &Run) -> String {
             COLOURS[i % COLOURS.len()],
             points.join(" ")
         );
-        legend(&mut svg, i, &format!("backend {i}"));
+        legend(&mut svg, i, label);
     }
     svg + "</svg>\n"
 }

@@ -67,6 +67,8 @@ pub struct Run {
     pub breaker_opens: Vec<u32>,
     /// Requests shed by admission control.
     pub shed: u64,
+    /// What the autoscaling advisor saw and decided, with `[autoscale]`.
+    pub autoscale: Option<crate::autoscale::AutoscaleTrace>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,6 +77,8 @@ enum Event {
     Completion(usize),
     Membership(usize),
     Tick,
+    /// A backend started by the autoscaling advisor joins.
+    Provisioned,
 }
 
 struct Request {
@@ -146,6 +150,9 @@ struct Engine<'a> {
     run: Run,
     moved: Vec<f64>,
     admission: Option<Admission>,
+    autoscaler: Option<crate::autoscale::Autoscaler>,
+    /// Backends started by the advisor that have not joined yet.
+    booting: u32,
 }
 
 /// Simulates `scenario` as `spec` says (an algorithm, and an admission
@@ -193,9 +200,12 @@ pub fn simulate(scenario: &Scenario, spec: &RunSpec, progress: &mut dyn FnMut(u6
             ejections: vec![0; count],
             breaker_opens: vec![0; count],
             shed: 0,
+            autoscale: None,
         },
         moved: Vec::new(),
         admission,
+        autoscaler: scenario.autoscale.as_ref().map(crate::autoscale::Autoscaler::new),
+        booting: 0,
     };
     engine.rebuild();
     engine.schedule(0, Event::Arrival);
@@ -209,8 +219,10 @@ pub fn simulate(scenario: &Scenario, spec: &RunSpec, progress: &mut dyn FnMut(u6
             Event::Arrival => engine.arrive(now, end),
             Event::Completion(slot) => engine.complete(slot, now),
             Event::Membership(i) => engine.change_membership(i, now),
+            Event::Provisioned => engine.provisioned(),
             Event::Tick => {
                 engine.selector.tick(now);
+                engine.autoscale(now);
                 progress(now.min(end));
                 if now < end {
                     engine.schedule(now + SECOND, Event::Tick);
@@ -220,6 +232,7 @@ pub fn simulate(scenario: &Scenario, spec: &RunSpec, progress: &mut dyn FnMut(u6
     }
     // Requests still waiting when the events ran out never got a slot.
     engine.run.shed += engine.admission.as_ref().map_or(0, |a| a.waiting.len() as u64);
+    engine.run.autoscale = engine.autoscaler.take().map(|a| a.trace);
     if !engine.moved.is_empty() {
         engine.run.keys_moved = Some(engine.moved.iter().sum::<f64>() / engine.moved.len() as f64);
     }
@@ -434,6 +447,53 @@ impl Engine<'_> {
         ejected < cap
     }
 
+    /// The advisor's per-second sample, and its advice carried out.
+    fn autoscale(&mut self, now: u64) {
+        let Some(autoscaler) = &mut self.autoscaler else { return };
+        let members = || self.backends.iter().filter(|b| b.member);
+        let in_flight: u64 = members().map(|b| b.load.in_flight()).sum();
+        let serving = members().count() as u32;
+        match autoscaler.sample(now, in_flight as f64, serving, self.booting) {
+            crate::autoscale::Action::None => {}
+            crate::autoscale::Action::Add(count) => {
+                let delay = autoscaler.provision_delay;
+                self.booting += count;
+                for _ in 0..count {
+                    self.schedule(now + delay, Event::Provisioned);
+                }
+            }
+            crate::autoscale::Action::ShrinkTo(desired) => {
+                let mut serving = serving;
+                for backend in self.backends.iter_mut().rev() {
+                    if serving <= desired.max(1) {
+                        break;
+                    }
+                    if backend.member {
+                        backend.member = false;
+                        serving -= 1;
+                    }
+                }
+                self.rebuild();
+            }
+        }
+    }
+
+    /// A backend the advisor started joins the pool.
+    fn provisioned(&mut self) {
+        self.booting = self.booting.saturating_sub(1);
+        self.add_backend();
+        self.rebuild();
+    }
+
+    fn add_backend(&mut self) {
+        let index = self.backends.len();
+        self.backends.push(new_backend(self.scenario, index));
+        self.run.per_backend.push(0);
+        self.run.per_second.push(vec![0; self.run.per_second[0].len()]);
+        self.run.ejections.push(0);
+        self.run.breaker_opens.push(0);
+    }
+
     fn change_membership(&mut self, index: usize, _now: u64) {
         let change = &self.scenario.membership[index];
         let before: Vec<usize> = self.placements();
@@ -441,12 +501,7 @@ impl Engine<'_> {
             self.backends[removed].member = false;
         }
         for _ in 0..change.add.unwrap_or(0) {
-            let index = self.backends.len();
-            self.backends.push(new_backend(self.scenario, index));
-            self.run.per_backend.push(0);
-            self.run.per_second.push(vec![0; self.run.per_second[0].len()]);
-            self.run.ejections.push(0);
-            self.run.breaker_opens.push(0);
+            self.add_backend();
         }
         self.rebuild();
         if self.algorithm.uses_key() {

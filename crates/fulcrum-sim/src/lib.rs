@@ -2,12 +2,14 @@
 //! workload against Fulcrum's balancing algorithms — the same selection
 //! code the proxy runs — and compares them in numbers and charts.
 //!
-//! [`scenario`] reads the TOML description, [`workload`] draws arrivals,
+//! [`scenario`] reads the TOML description, [`autoscale`] runs the
+//! autoscaling advisor over the simulated pool, [`workload`] draws arrivals,
 //! service times and keys from seeded generators, [`engine`] runs the
 //! events for one algorithm, [`report`] and [`charts`] present the runs.
 //! Latencies go into HdrHistograms, so memory stays bounded however many
 //! requests are simulated.
 
+pub mod autoscale;
 pub mod charts;
 pub mod engine;
 pub mod report;

@@ -42,6 +42,8 @@ pub struct Scenario {
     /// Admission control in front of the pool, as `[pools.NAME.admission]`
     /// sets it; each limit listed is a run of its own (default: none).
     pub admission: Option<AdmissionSettings>,
+    /// The autoscaling advisor, its advice carried out (default: none).
+    pub autoscale: Option<crate::autoscale::AutoscaleSettings>,
 }
 
 /// Admission control of the simulated pool: one class.
@@ -420,6 +422,9 @@ impl Scenario {
                 return invalid("admission.deadline must be longer than zero".into());
             }
         }
+        if let Some(problem) = self.autoscale.as_ref().and_then(|a| a.problem()) {
+            return invalid(problem);
+        }
         for name in self.algorithm_names() {
             if Algorithm::from_name(&name).is_none() {
                 return invalid(format!(
@@ -452,7 +457,7 @@ impl Scenario {
 }
 
 /// Durations as humantime strings (`"250ms"`), for serde.
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};

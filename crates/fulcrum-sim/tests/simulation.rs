@@ -1,6 +1,7 @@
 //! The simulator against known answers: Linkerd's slow-backend experiment,
 //! an M/M/1 queue, determinism, and key movement on membership changes.
 
+use fulcrum_balance::autoscale::Direction;
 use fulcrum_sim::{report, run_all, simulate, RunSpec, Scenario};
 
 const SLOW_BACKEND: &str = include_str!("../../../examples/scenarios/slow-backend.toml");
@@ -120,4 +121,51 @@ fn the_adaptive_limit_keeps_served_requests_fast_when_every_backend_slows_down()
     assert!(adaptive.success_rate > fixed.success_rate + 0.1, "{adaptive:?} vs {fixed:?}");
     assert!(adaptive.p99_ms < 600.0 && fixed.p99_ms > 2000.0, "{adaptive:?} vs {fixed:?}");
     assert!(adaptive.shed > 0, "the overload's excess is shed at the deadline");
+}
+
+#[test]
+fn the_autoscaling_advisor_follows_a_days_ramp_ahead_of_it_and_never_flaps() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/scenarios/daily-ramp-autoscale.toml"
+    ))
+    .unwrap();
+    let mut scenario = Scenario::parse(&text).unwrap();
+    scenario.algorithms = Some(vec!["p2c".into()]);
+    let settings = scenario.autoscale.clone().unwrap();
+    let run = run_all(&scenario, &mut |_, _| {}).pop().unwrap();
+    let trace = run.autoscale.as_ref().expect("an autoscale trace");
+    let ups: Vec<_> = trace.decisions.iter().filter(|(_, d)| d.direction == Direction::Up).collect();
+    let downs: Vec<_> = trace.decisions.iter().filter(|(_, d)| d.direction == Direction::Down).collect();
+    assert!(ups.len() >= 4 && !downs.is_empty(), "{:?}", trace.decisions);
+    // Ahead of the load: the first scale-up comes while utilization is below the target, on the forecast.
+    let first = &ups[0].1;
+    assert!(
+        first.utilization < settings.target_utilization
+            && first.predicted_utilization > settings.target_utilization,
+        "{first:?}"
+    );
+    // Cooldowns: decisions are spaced, and every direction change waits the cooldown of the new direction.
+    for pair in trace.decisions.windows(2) {
+        let ((t0, _), (t1, d1)) = (&pair[0], &pair[1]);
+        let cooldown = match d1.direction {
+            Direction::Up => settings.scale_up_cooldown,
+            _ => settings.scale_down_cooldown,
+        };
+        assert!(t1 - t0 >= cooldown.as_secs(), "{t0}s then {t1}s: {:?}", trace.decisions);
+    }
+    // The advice is carried out: a scale-up's backends serve after the provision delay.
+    let (at, decision) = ups[0];
+    let joined = trace.per_second[(*at + settings.provision_delay.as_secs() + 1) as usize].serving;
+    assert!(
+        joined >= decision.desired,
+        "{joined} serving {}s after advising {}",
+        settings.provision_delay.as_secs(),
+        decision.desired
+    );
+    // At the peak the pool carries the load at about the target; after the fall it is back to min.
+    let peak = trace.per_second.iter().map(|s| s.serving).max().unwrap();
+    assert!((7..=10).contains(&peak), "2000 req/s × 20 ms over 8 × 0.7 per backend needs 8: {peak}");
+    assert_eq!(trace.per_second.last().unwrap().serving, settings.min);
+    assert!(run.successes as f64 / run.requests as f64 > 0.99);
 }

@@ -48,6 +48,9 @@ pub fn run(scenario_path: Option<&Path>, out: Option<&Path>, json: bool) -> Exit
     } else {
         println!("{name}: seed {}, {} s simulated\n", scenario.seed, seconds);
         print!("{}", results.table());
+        for run in &runs {
+            print!("{}", autoscale_decisions(run));
+        }
     }
     if let Some(dir) = out {
         if let Err(e) = write_charts(dir, &runs) {
@@ -66,6 +69,19 @@ fn write_charts(dir: &Path, runs: &[fulcrum_sim::Run]) -> std::io::Result<()> {
     std::fs::write(dir.join("latency-cdf.svg"), charts::latency_cdf(runs))?;
     for run in runs {
         std::fs::write(dir.join(format!("load-{}.svg", run.algorithm)), charts::backend_load(run))?;
+        if let Some(chart) = charts::autoscale(run) {
+            std::fs::write(dir.join(format!("autoscale-{}.svg", run.algorithm)), chart)?;
+        }
     }
     Ok(())
+}
+
+/// The advisor's changes of advice in one run, a line each.
+fn autoscale_decisions(run: &fulcrum_sim::Run) -> String {
+    let Some(trace) = &run.autoscale else { return String::new() };
+    let mut text = format!("\nautoscale decisions, {}:\n", run.algorithm);
+    for (second, decision) in &trace.decisions {
+        text.push_str(&format!("  {second:>5}s  {}\n", decision.reason));
+    }
+    text
 }
