@@ -37,7 +37,8 @@ async fn backend_state(admin: std::net::SocketAddr, token: &str, id: &str) -> St
 async fn the_dashboard_shows_backends_and_drains_one_with_a_click() {
     let [a, b] = [named_backend("a").await, named_backend("b").await];
     let (listen, admin) = (local(free_port()), local(free_port()));
-    let config = http_config(listen, "round_robin", &[a.address, b.address], "")
+    let autoscale = "autoscale = { min = 2, max = 6, per_backend_concurrency = 10, interval = \"1s\" }";
+    let config = http_config(listen, "round_robin", &[a.address, b.address], autoscale)
         + &format!("[admin]\nlisten = \"{admin}\"\ntoken = \"dash\"\n");
     let _lb = Fulcrum::start(&config, admin);
     let client = client();
@@ -80,6 +81,18 @@ async fn the_dashboard_shows_backends_and_drains_one_with_a_click() {
     assert_eq!(rows.len(), 2, "both backends are listed");
     let first = rows[0].text().await.unwrap();
     assert!(first.contains(&id) && first.contains("active") && first.contains("unknown"), "{first}");
+
+    // The autoscaling advisor's desired against current backends, with its reasoning once evaluated.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let advice = browser.find(Locator::Css("p.autoscale")).await.unwrap().text().await.unwrap();
+        if advice.contains("backends fit") {
+            assert!(advice.contains("desired 2 backends, current 2 (2..6)"), "{advice}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no evaluation shown: {advice}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let drain = format!("button[data-action='drain'][data-id='{id}']");
     browser.find(Locator::Css(&drain)).await.unwrap().click().await.unwrap();
