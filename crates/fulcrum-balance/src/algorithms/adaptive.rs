@@ -16,6 +16,12 @@
 //! interval from swinging traffic; the 5% floor keeps probing a member
 //! that recovers: weighted round robin with dynamic adjustment, made
 //! stable.
+//!
+//! A pick draws a ticket below the total weight and binary-searches the
+//! running sums the tick keeps (O(log n)); an unacceptable draw is drawn
+//! again (rejection sampling keeps the weighted distribution over the
+//! acceptable members exact), and after 8 rejections the acceptable
+//! members are walked.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +30,8 @@ use crate::{Load, Member, PickContext, Selector};
 
 /// Fixed-point scale of the stored weights.
 const SCALE: f64 = 1000.0;
+/// Draws before a pick walks the acceptable members instead.
+const DRAWS: usize = 8;
 
 /// Weighted random over continuously adjusted weights.
 #[derive(Debug)]
@@ -32,6 +40,8 @@ pub struct Adaptive {
     base: Box<[f64]>,
     /// Current weights × [`SCALE`].
     current: Box<[AtomicU64]>,
+    /// Running sums of `current`: `running[i]` = Σ current[..=i].
+    running: Box<[AtomicU64]>,
     /// (requests_total, errors_total) at the previous tick.
     previous: Mutex<Vec<(u64, u64)>>,
 }
@@ -39,17 +49,43 @@ pub struct Adaptive {
 impl Adaptive {
     /// Starts every member at its configured weight.
     pub fn new(members: &[Member]) -> Self {
-        Self {
+        let adaptive = Self {
             loads: members.iter().map(|m| Arc::clone(&m.load)).collect(),
             base: members.iter().map(|m| f64::from(m.weight.max(1))).collect(),
             current: members
                 .iter()
                 .map(|m| AtomicU64::new((f64::from(m.weight.max(1)) * SCALE) as u64))
                 .collect(),
+            running: members.iter().map(|_| AtomicU64::new(0)).collect(),
             previous: Mutex::new(
                 members.iter().map(|m| (m.load.requests_total(), m.load.errors_total())).collect(),
             ),
+        };
+        adaptive.sum_up();
+        adaptive
+    }
+
+    /// Recomputes the running sums from the current weights.
+    fn sum_up(&self) {
+        let mut sum = 0;
+        for (weight, running) in self.current.iter().zip(&self.running) {
+            sum += weight.load(Ordering::Relaxed);
+            running.store(sum, Ordering::Relaxed);
         }
+    }
+
+    /// The member whose share of the running sums holds `ticket`.
+    fn holder(&self, ticket: u64) -> usize {
+        let (mut low, mut high) = (0, self.running.len() - 1);
+        while low < high {
+            let middle = (low + high) / 2;
+            if self.running[middle].load(Ordering::Relaxed) > ticket {
+                high = middle;
+            } else {
+                low = middle + 1;
+            }
+        }
+        low
     }
 
     /// The current weights (configured weight units).
@@ -60,6 +96,16 @@ impl Adaptive {
 
 impl Selector for Adaptive {
     fn pick(&self, ctx: &mut PickContext<'_>, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let total = self.running.last()?.load(Ordering::Relaxed);
+        for _ in 0..DRAWS {
+            if total == 0 {
+                break;
+            }
+            let index = self.holder(ctx.rng.below(total));
+            if accept(index) {
+                return Some(index);
+            }
+        }
         let weights: u64 = (0..self.current.len())
             .filter(|&i| accept(i))
             .map(|i| self.current[i].load(Ordering::Relaxed))
@@ -107,6 +153,8 @@ impl Selector for Adaptive {
             let next = (current + step).max(0.05 * self.base[i]);
             self.current[i].store((next * SCALE).round() as u64, Ordering::Relaxed);
         }
+        drop(previous);
+        self.sum_up();
     }
 }
 
@@ -114,6 +162,22 @@ impl Selector for Adaptive {
 mod tests {
     use super::*;
     use crate::algorithms::testing::members;
+
+    #[test]
+    fn draws_follow_the_weights_of_the_acceptable_members() {
+        let adaptive = Adaptive::new(&members(&[1, 2, 7, 30]));
+        let mut rng = crate::SplitMix64::new(17);
+        let mut counts = [0u32; 4];
+        for _ in 0..60_000 {
+            let mut ctx = PickContext { key: None, now_nanos: 0, rng: &mut rng };
+            counts[adaptive.pick(&mut ctx, &|i| i != 3).unwrap()] += 1;
+        }
+        assert_eq!(counts[3], 0, "an unacceptable member is never picked");
+        let share = |i: usize| f64::from(counts[i]) / 60_000.0;
+        for (i, weight) in [1.0, 2.0, 7.0].into_iter().enumerate() {
+            assert!((share(i) - weight / 10.0).abs() < 0.01, "member {i}: {counts:?}");
+        }
+    }
 
     #[test]
     fn a_failing_slow_backend_loses_weight_gradually_and_keeps_a_floor() {

@@ -1,10 +1,9 @@
 //! Least connections: the member with the fewest in-flight requests per
 //! unit of weight (nginx `least_conn`, HAProxy `leastconn`).
 //!
-//! Loads are compared by cross-multiplication (`a.in_flight * b.weight`
-//! against `b.in_flight * a.weight`) so no division or float is involved.
-//! The scan starts at a random member so ties spread evenly instead of
-//! always landing on the first backend.
+//! The cost is in-flight ÷ weight as a float; a pool of up to 64 members is
+//! scanned exactly from a random start (ties spread), a larger one compares
+//! 16 random members ([`super::least`]).
 
 use std::sync::Arc;
 
@@ -13,37 +12,22 @@ use crate::{Load, Member, PickContext, Selector};
 /// Least in-flight requests per unit of weight.
 #[derive(Debug)]
 pub struct LeastConnections {
-    members: Box<[(Arc<Load>, u64)]>,
+    members: Box<[(Arc<Load>, f64)]>,
 }
 
 impl LeastConnections {
     /// A selector reading `members`' live loads.
     pub fn new(members: &[Member]) -> Self {
-        Self { members: members.iter().map(|m| (Arc::clone(&m.load), u64::from(m.weight.max(1)))).collect() }
+        Self { members: members.iter().map(|m| (Arc::clone(&m.load), f64::from(m.weight.max(1)))).collect() }
     }
 }
 
 impl Selector for LeastConnections {
     fn pick(&self, ctx: &mut PickContext<'_>, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let len = self.members.len();
-        if len == 0 {
-            return None;
-        }
-        let start = ctx.rng.below(len as u64) as usize;
-        let mut best: Option<(usize, u64, u64)> = None;
-        for offset in 0..len {
-            let index = (start + offset) % len;
+        super::least::least(self.members.len(), ctx.rng, accept, |index| {
             let (load, weight) = &self.members[index];
-            let in_flight = load.in_flight();
-            let better = match best {
-                None => true,
-                Some((_, best_in_flight, best_weight)) => in_flight * best_weight < best_in_flight * weight,
-            };
-            if better && accept(index) {
-                best = Some((index, in_flight, *weight));
-            }
-        }
-        best.map(|(index, _, _)| index)
+            load.in_flight() as f64 / weight
+        })
     }
 }
 

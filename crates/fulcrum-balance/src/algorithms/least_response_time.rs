@@ -2,6 +2,8 @@
 //! `EWMA latency × (in-flight + 1)`, per unit of weight — the "least
 //! time" idea of NGINX Plus (`least_time header`) with in-flight work
 //! counted so that a fast backend is not flooded before its average moves.
+//! A pool of up to 64 members is scanned exactly, a larger one compares 16
+//! random members ([`super::least`]).
 
 use std::sync::Arc;
 
@@ -22,21 +24,10 @@ impl LeastResponseTime {
 
 impl Selector for LeastResponseTime {
     fn pick(&self, ctx: &mut PickContext<'_>, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let len = self.members.len();
-        if len == 0 {
-            return None;
-        }
-        let start = ctx.rng.below(len as u64) as usize;
-        let mut best: Option<(usize, f64)> = None;
-        for offset in 0..len {
-            let index = (start + offset) % len;
+        super::least::least(self.members.len(), ctx.rng, accept, |index| {
             let (load, weight) = &self.members[index];
-            let cost = load.latency_ewma_nanos() * (load.in_flight() + 1) as f64 / weight;
-            if best.is_none_or(|(_, c)| cost < c) && accept(index) {
-                best = Some((index, cost));
-            }
-        }
-        best.map(|(index, _)| index)
+            load.latency_ewma_nanos() * (load.in_flight() + 1) as f64 / weight
+        })
     }
 }
 
