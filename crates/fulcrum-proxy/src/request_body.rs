@@ -16,7 +16,9 @@ pub enum ClientBody {
     /// From an HTTP/1.1 or HTTP/2 connection.
     Hyper(Incoming),
     /// From an HTTP/3 stream.
-    Quic(crate::http3::QuicBody),
+    /// Boxed: an h3 stream is large, and every HTTP/1.1 and HTTP/2 request
+    /// would otherwise carry its size through each layer it moves through.
+    Quic(Box<crate::http3::QuicBody>),
 }
 
 impl ClientBody {
@@ -35,7 +37,7 @@ pub enum RequestBody {
     /// The client's body, streamed (cannot be replayed), with the bytes it may still bring.
     Streaming(Incoming, u64),
     /// An HTTP/3 client's body, streamed likewise.
-    Quic(crate::http3::QuicBody, u64),
+    Quic(Box<crate::http3::QuicBody>, u64),
     /// A complete body, cloned for each attempt.
     Replay(Option<Bytes>),
 }

@@ -150,7 +150,7 @@ pub async fn handle_quic(
     connection: Arc<Connection>,
 ) -> Response<ProxyBody> {
     let in_flight = InFlightRequest::new(&connection.activity, false);
-    let mut response = serve_request(parts, ClientBody::Quic(body), connection).await;
+    let mut response = serve_request(parts, ClientBody::Quic(Box::new(body)), connection).await;
     response.body_mut().hold(in_flight);
     response
 }
