@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,6 +43,11 @@ pub struct Activity {
     max_requests: u64,
     clock: Mutex<IdleClock>,
     close: CancellationToken,
+    /// Closing for a cause of its own (idle, requests served, descriptors
+    /// short), not because the proxy drains.
+    closed_for_cause: AtomicBool,
+    /// Draining: every HTTP/1 response says `Connection: close`.
+    closing: AtomicBool,
 }
 
 impl Activity {
@@ -57,6 +62,8 @@ impl Activity {
             max_requests: limits.max_requests_per_connection,
             clock: Mutex::new(IdleClock::new(limits.header_read_timeout, limits.keepalive_timeout)),
             close,
+            closed_for_cause: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -70,7 +77,18 @@ impl Activity {
         &self.close
     }
 
+    /// Whether it closes for a cause of its own rather than a drain.
+    pub fn closed_for_cause(&self) -> bool {
+        self.closed_for_cause.load(Ordering::Relaxed)
+    }
+
+    /// From now on its HTTP/1 responses say `Connection: close`.
+    pub fn answer_closing(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
     fn close_because(&self, reason: &'static str) {
+        self.closed_for_cause.store(true, Ordering::Relaxed);
         if !self.close.is_cancelled() {
             tracing::debug!(reason, "closing a client connection");
             self.close.cancel();
@@ -171,11 +189,12 @@ impl InFlightRequest {
     /// the calls a multiplexing client (tonic, for one) has racing it.
     pub fn new(activity: &Arc<Activity>, keep_alive_limited: bool) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        let last = keep_alive_limited
+        let rotated = keep_alive_limited
             && activity.requests.fetch_add(1, Ordering::Relaxed) + 1 >= activity.max_requests;
-        if last {
+        if rotated {
             activity.close_because("it served max_requests_per_connection");
         }
+        let last = rotated || (keep_alive_limited && activity.closing.load(Ordering::Relaxed));
         Self(Arc::clone(activity), last)
     }
 

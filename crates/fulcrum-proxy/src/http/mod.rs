@@ -79,10 +79,29 @@ pub async fn serve<I>(
     let result = tokio::select! {
         result = serving.as_mut() => result,
         () = activity.close_requested().cancelled() => {
+            if !activity.closed_for_cause() {
+                // Draining: closing a kept-alive connection at once would
+                // race the request its client may be sending on it. For a
+                // moment requests are still served, each answered with
+                // `Connection: close`, so busy clients leave cleanly.
+                activity.answer_closing();
+                tokio::select! {
+                    result = serving.as_mut() => return log_end(result),
+                    () = tokio::time::sleep(DRAIN_LINGER) => {}
+                }
+            }
             serving.as_mut().graceful_shutdown();
             serving.await
         }
     };
+    log_end(result);
+}
+
+/// How long a draining proxy keeps serving requests on open connections
+/// (each answered `Connection: close`) before it closes the idle ones.
+const DRAIN_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     if let Err(e) = result {
         tracing::debug!(error = %e, "client connection ended with an error");
     }
