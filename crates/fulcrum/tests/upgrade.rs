@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,59 +16,38 @@ use common::*;
 
 /// `fulcrum run` started from a copy of the binary in a temp dir, so the
 /// test can replace the file as an operator installing a new version does.
-struct Installed {
-    dir: tempfile::TempDir,
-    child: Child,
-}
+struct Installed(Fulcrum);
 
 impl Installed {
     fn start(config: &str, ready: SocketAddr) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        install(&dir.path().join("fulcrum"), Path::new(env!("CARGO_BIN_EXE_fulcrum")));
-        std::fs::write(dir.path().join("fulcrum.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("fulcrum.log")).unwrap();
-        let child = Command::new(dir.path().join("fulcrum"))
-            .args(["run", "-c"])
-            .arg(dir.path().join("fulcrum.toml"))
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        wait_for_port(ready);
-        Self { dir, child }
+        let binary = dir.path().join("fulcrum");
+        install(&binary, Path::new(env!("CARGO_BIN_EXE_fulcrum")));
+        Self(Fulcrum::start_binary(&binary, dir, config, ready))
     }
 
     fn binary(&self) -> PathBuf {
-        self.dir.path().join("fulcrum")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("fulcrum.log")).unwrap_or_default()
+        self.0.dir.path().join("fulcrum")
     }
 
     fn wait_for_log(&self, text: &str, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.log().matches(text).count() < count {
-            assert!(Instant::now() < deadline, "the log never said `{text}` {count} times:\n{}", self.log());
+        while self.0.log().matches(text).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "the log never said `{text}` {count} times:\n{}",
+                self.0.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// The pid the last upgrade started, from the old process's log.
     fn new_pid(&self) -> u32 {
-        let log = self.log();
+        let log = self.0.log();
         let line = log.lines().rev().find(|l| l.contains("binary upgrade: new process started")).unwrap();
         let pid = line.split("pid=").nth(1).unwrap().split_whitespace().next().unwrap();
         pid.parse().unwrap()
-    }
-}
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -125,16 +104,16 @@ async fn sigusr2_hands_the_sockets_to_the_new_binary_and_fails_nothing() {
     let config = http_config(listen, "round_robin", &[backend.address], "")
         .replace("[[listeners]]", &format!("[admin]\nlisten = \"{admin}\"\n\n[[listeners]]"));
     let mut old = Installed::start(&config, listen);
-    let old_pid = old.child.id();
+    let old_pid = old.0.child.id();
 
     // A broken "new version" is installed: the old process keeps serving.
-    let broken = old.dir.path().join("broken.sh");
+    let broken = old.0.dir.path().join("broken.sh");
     std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
     std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     install(&old.binary(), &broken);
     assert!(signal(old_pid, "USR2"));
     old.wait_for_log("binary upgrade failed: the new process ended before it was ready", 1);
-    assert!(old.child.try_wait().unwrap().is_none(), "the old process still runs");
+    assert!(old.0.child.try_wait().unwrap().is_none(), "the old process still runs");
     let client = client();
     assert_eq!(get(&client, &format!("http://{listen}/")).await.0, 200);
     assert_eq!(get(&client, &format!("http://{admin}/health")).await.0, 200);
@@ -151,10 +130,10 @@ async fn sigusr2_hands_the_sockets_to_the_new_binary_and_fails_nothing() {
     let exited = tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = old.child.try_wait().unwrap() {
+            if let Some(status) = old.0.child.try_wait().unwrap() {
                 return (status.code(), old);
             }
-            assert!(Instant::now() < deadline, "the old process did not exit:\n{}", old.log());
+            assert!(Instant::now() < deadline, "the old process did not exit:\n{}", old.0.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     });
@@ -173,7 +152,7 @@ async fn sigusr2_hands_the_sockets_to_the_new_binary_and_fails_nothing() {
     );
     let new_alive = alive(new_pid);
     let health = get(&client, &format!("http://{admin}/health")).await.0;
-    let log = old.log();
+    let log = old.0.log();
     signal(new_pid, "TERM");
     assert_eq!(code, Some(0), "the old process drained and exited cleanly:\n{log}");
     assert_ne!(new_pid, old_pid);

@@ -58,10 +58,20 @@ impl Fulcrum {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str, ready: SocketAddr) -> Self {
+        Self::start_binary(std::path::Path::new(env!("CARGO_BIN_EXE_fulcrum")), dir, config, ready)
+    }
+
+    /// Like [`Fulcrum::start_in`], running the binary at `binary`.
+    pub fn start_binary(
+        binary: &std::path::Path,
+        dir: tempfile::TempDir,
+        config: &str,
+        ready: SocketAddr,
+    ) -> Self {
         let path = dir.path().join("fulcrum.toml");
         std::fs::write(&path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("fulcrum.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        let child = Command::new(binary)
             .args(["run", "-c"])
             .arg(&path)
             .env("RUST_LOG", "info")
