@@ -1,13 +1,15 @@
 //! Who may use the admin API: clients of the `[admin] allow` networks
 //! (all when unset; others get 403), holding the bearer token (compared in
 //! constant time, `subtle`), and not guessing: a client with 10 failed
-//! authentications within a second gets 429 for the rest of that second,
-//! right token or not, so the answer reveals nothing while it guesses.
+//! authentications within a second of its first gets 429 for the next
+//! second, right token or not, so the answer reveals nothing while it
+//! guesses. The window starts at the client's first failure, not at a
+//! wall-clock second, so a burst cannot slip through by straddling one.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -19,8 +21,10 @@ use subtle::ConstantTimeEq;
 
 use crate::{AdminState, ApiError};
 
-/// Failed authentications per client and second before it gets 429.
+/// Failed authentications per client and window before it gets 429.
 pub const MAX_FAILURES_PER_SECOND: u32 = 10;
+/// The window failures are counted in, and how long a guesser is refused.
+const WINDOW: Duration = Duration::from_secs(1);
 /// Clients remembered at once; past it only the current second's are kept.
 const REMEMBERED_CLIENTS: usize = 10_000;
 
@@ -31,7 +35,27 @@ pub struct Access {
     pub token: Option<String>,
     /// When not empty, only clients of these networks.
     pub allow: Vec<Cidr>,
-    failures: Mutex<HashMap<IpAddr, (u64, u32)>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+/// One client's failed authentications.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    /// The first failure of the current window.
+    since: Instant,
+    count: u32,
+    /// Refused until then, once `count` reached the limit.
+    blocked_until: Option<Instant>,
+}
+
+impl Failures {
+    fn blocks(&self, now: Instant) -> bool {
+        self.blocked_until.is_some_and(|until| now < until)
+    }
+
+    fn forgotten(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) >= WINDOW && !self.blocks(now)
+    }
 }
 
 impl Access {
@@ -44,21 +68,25 @@ impl Access {
         self.allow.is_empty() || self.allow.iter().any(|net| net.contains(client))
     }
 
-    fn guessing(&self, client: IpAddr, second: u64) -> bool {
+    fn guessing(&self, client: IpAddr, now: Instant) -> bool {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.get(&client).is_some_and(|&(at, count)| at == second && count >= MAX_FAILURES_PER_SECOND)
+        failures.get(&client).is_some_and(|f| f.blocks(now))
     }
 
-    fn failed(&self, client: IpAddr, second: u64) {
+    fn failed(&self, client: IpAddr, now: Instant) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() >= REMEMBERED_CLIENTS {
-            failures.retain(|_, (at, _)| *at == second);
+            failures.retain(|_, f| !f.forgotten(now));
         }
-        let entry = failures.entry(client).or_insert((second, 0));
-        if entry.0 != second {
-            *entry = (second, 0);
+        let fresh = Failures { since: now, count: 0, blocked_until: None };
+        let entry = failures.entry(client).or_insert(fresh);
+        if entry.forgotten(now) {
+            *entry = fresh;
         }
-        entry.1 += 1;
+        entry.count += 1;
+        if entry.count >= MAX_FAILURES_PER_SECOND {
+            entry.blocked_until = Some(now + WINDOW);
+        }
     }
 
     fn token_matches(&self, given: Option<&str>) -> bool {
@@ -100,8 +128,8 @@ pub async fn require_token(
     if access.token.is_none() {
         return next.run(request).await;
     }
-    let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    if access.guessing(peer.ip(), second) {
+    let now = Instant::now();
+    if access.guessing(peer.ip(), now) {
         let mut response =
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many failed authentications; wait a second")
                 .into_response();
@@ -116,7 +144,7 @@ pub async fn require_token(
     if access.token_matches(bearer) || access.token_matches(query.token.as_deref()) {
         next.run(request).await
     } else {
-        access.failed(peer.ip(), second);
+        access.failed(peer.ip(), now);
         ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
     }
 }
@@ -126,16 +154,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ten_failures_in_a_second_block_the_client_for_that_second() {
+    fn ten_failures_within_a_second_block_the_client_for_a_second() {
         let access = Access::new(Some("secret".into()), Vec::new());
         let (client, other): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        for _ in 0..MAX_FAILURES_PER_SECOND {
-            assert!(!access.guessing(client, 100));
-            access.failed(client, 100);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // Straddling what would be a wall-clock second boundary changes nothing.
+        for i in 0..u64::from(MAX_FAILURES_PER_SECOND) {
+            assert!(!access.guessing(client, at(900 + i * 10)));
+            access.failed(client, at(900 + i * 10));
         }
-        assert!(access.guessing(client, 100));
-        assert!(!access.guessing(other, 100), "another client");
-        assert!(!access.guessing(client, 101), "the next second");
+        assert!(access.guessing(client, at(990)));
+        assert!(access.guessing(client, at(1989)), "a second after the 10th failure");
+        assert!(!access.guessing(other, at(990)), "another client");
+        assert!(!access.guessing(client, at(1990)), "after that second");
+        access.failed(client, at(1990));
+        assert!(!access.guessing(client, at(1991)), "a new window counts from one");
+        assert!(access.token_matches(Some("secret")) && !access.token_matches(Some("secreT")));
+        assert!(!access.token_matches(None) && !access.token_matches(Some("")));
+    }
+
+    #[test]
+    fn slow_failures_never_block() {
+        let access = Access::new(Some("secret".into()), Vec::new());
+        let client: IpAddr = "10.0.0.1".parse().unwrap();
+        let start = Instant::now();
+        for i in 0..30 {
+            let now = start + Duration::from_millis(i * 150);
+            assert!(!access.guessing(client, now), "failure {i}");
+            access.failed(client, now);
+        }
         assert!(access.token_matches(Some("secret")) && !access.token_matches(Some("secreT")));
         assert!(!access.token_matches(None) && !access.token_matches(Some("")));
     }
