@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use fulcrum_config::Cidr;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
+use tokio::time::Instant;
 
 use crate::{AdminState, ApiError};
 
