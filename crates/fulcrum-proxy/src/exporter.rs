@@ -35,6 +35,8 @@ pub struct PoolsCollector {
     pub mirrors: Vec<Arc<crate::release::mirror::MirrorSlots>>,
     /// Backends each autoscaled pool is advised to have.
     pub desired: Vec<(String, u32)>,
+    /// Open HTTP client connections: awake, and napping.
+    pub client_connections: crate::http::Census,
 }
 
 fn describe<'a>(
@@ -122,6 +124,17 @@ impl Collector for PoolsCollector {
             let labels = [("pool".to_string(), pool.name.to_string())];
             ConstCounter::new(pool.metrics.retries.load(Ordering::Relaxed))
                 .encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = describe(
+            &mut encoder,
+            "lb_client_connections",
+            "Open HTTP client connections, by state: awake (being served) or napping (idle, holding only their socket).",
+            MetricType::Gauge,
+        )?;
+        let census = &self.client_connections;
+        for (state, count) in [("awake", census.awake), ("napping", census.napping)] {
+            let labels = [("state".to_string(), state.to_string())];
+            ConstGauge::new(count as i64).encode(family.encode_family(&labels)?)?;
         }
         self.encode_affinity(&mut encoder)?;
         self.encode_refused(&mut encoder)?;

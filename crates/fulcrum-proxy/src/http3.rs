@@ -127,6 +127,7 @@ async fn serve_connection(quic: quinn::Connection, endpoints: Endpoints, accepto
         },
         activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
         gate: Arc::clone(&acceptor.gate),
+        switch: Default::default(),
     });
     let mut h3 = match h3::server::builder()
         .max_field_section_size(limits.max_header_bytes as u64)

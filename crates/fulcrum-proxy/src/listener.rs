@@ -195,11 +195,11 @@ async fn serve_connection(stream: TcpStream, endpoints: Endpoints, acceptor: Acc
     }
     // Only what this connection needs is taken from the state: a
     // keep-alive connection must not keep a replaced generation alive.
-    let (protocol, tcp_pool, tls, builder, limits, client_certificates) = {
+    let (protocol, tcp_pool, tls, builders, limits, client_certificates) = {
         let state = acceptor.state.load();
         let tcp_pool = (state.protocol == Protocol::Tcp).then(|| Arc::clone(&state.default_pool));
         let tls = state.tls.clone();
-        (state.protocol, tcp_pool, tls, Arc::clone(&state.builder), state.limits, state.client_certificates)
+        (state.protocol, tcp_pool, tls, Arc::clone(&state.builders), state.limits, state.client_certificates)
     };
     let client = |proto: &'static str| ClientInfo {
         addr: peer.ip(),
@@ -211,7 +211,8 @@ async fn serve_connection(stream: TcpStream, endpoints: Endpoints, acceptor: Acc
     match protocol {
         Protocol::Tcp => {
             if let Some(pool) = tcp_pool {
-                tcp::proxy(stream, endpoints, &pool).await;
+                // Boxed: see the TLS branch.
+                Box::pin(tcp::proxy(stream, endpoints, &pool)).await;
             }
         }
         // A udp listener's socket receives datagrams; it accepts nothing.
@@ -222,27 +223,40 @@ async fn serve_connection(stream: TcpStream, endpoints: Endpoints, acceptor: Acc
                 client: client("http"),
                 activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
                 gate: Arc::clone(&acceptor.gate),
+                switch: Default::default(),
             });
-            l7::serve(stream, &builder, connection, &acceptor.watchlist, limits.header_read_timeout).await;
+            l7::serve(stream, &builders, connection, &acceptor.watchlist, limits.header_read_timeout).await;
         }
+        // Boxed, as the TCP relay: a TLS session is kilobytes, and the task
+        // of every plain HTTP connection would otherwise make room for one.
         Protocol::Https => {
-            let Some(tls) = tls.map(tokio_rustls::TlsAcceptor::from) else { return };
-            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(client = %peer, "TLS handshake timed out"),
-            };
-            let mut client = client("https");
-            if client_certificates {
-                client.cert_subject = Some(crate::tls::client_subject(stream.get_ref().1));
-            }
-            let connection = Arc::new(Connection {
-                state: Arc::clone(&acceptor.state),
-                client,
-                activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
-                gate: Arc::clone(&acceptor.gate),
-            });
-            l7::serve(stream, &builder, connection, &acceptor.watchlist, limits.header_read_timeout).await;
+            Box::pin(async move {
+                let Some(tls) = tls.map(tokio_rustls::TlsAcceptor::from) else { return };
+                // No TLS state until the client's hello arrives.
+                let handshake = async {
+                    stream.readable().await?;
+                    tls.accept(stream).await
+                };
+                let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(client = %peer, "TLS handshake timed out"),
+                };
+                let mut client = client("https");
+                if client_certificates {
+                    client.cert_subject = Some(crate::tls::client_subject(stream.get_ref().1));
+                }
+                let connection = Arc::new(Connection {
+                    state: Arc::clone(&acceptor.state),
+                    client,
+                    activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
+                    gate: Arc::clone(&acceptor.gate),
+                    switch: Default::default(),
+                });
+                l7::serve(stream, &builders, connection, &acceptor.watchlist, limits.header_read_timeout)
+                    .await;
+            })
+            .await
         }
     }
 }

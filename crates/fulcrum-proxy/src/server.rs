@@ -234,7 +234,7 @@ impl Proxy {
                 hsts: listener.hsts.as_deref().and_then(|h| http::HeaderValue::from_str(h).ok()),
                 h3,
                 alt_svc: listener.http3.then(|| crate::http3::alt_svc(listener.listen.port())),
-                builder: Arc::new(crate::http::connection_builder(&listener.limits)),
+                builders: Arc::new(crate::http::Builders::new(&listener.limits)),
             };
             let datagram = |state: &ListenerState| state.protocol == Protocol::Udp;
             if let Some(existing) = running.listeners.get(&listener.listen) {
@@ -415,6 +415,7 @@ impl Proxy {
             canaries,
             mirrors,
             desired,
+            client_connections: self.watchlist.census(),
         }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)

@@ -53,7 +53,7 @@ pub struct ListenerState {
     /// `Alt-Svc` on every response, pointing at HTTP/3 when it is served.
     pub alt_svc: Option<http::HeaderValue>,
     /// HTTP connection settings, built from `limits`.
-    pub builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    pub builders: Arc<crate::http::Builders>,
 }
 
 /// Where a request goes and what admits it.

@@ -39,6 +39,8 @@ pub struct Connection {
     pub activity: Arc<super::idle::Activity>,
     /// The listener's door, which counts refusals.
     pub gate: Arc<crate::gate::Gate>,
+    /// A protocol switch waiting for the connection to splice it.
+    pub switch: upgrade::Switch,
 }
 
 /// What forwarding tried, for the access log.
@@ -276,12 +278,11 @@ async fn serve_request(
         };
         let backend = Arc::clone(attempt.backend());
         let target = Target::for_client(&backend, &pool, &connection.client.endpoints);
-        // The parts themselves, not a copy: hyper keeps the client side of
-        // the protocol switch in the request's extensions.
         let request = Request::from_parts(parts, body);
         // Boxed: protocol switches are rare, and their future is large.
+        let timeout = pool.timeouts.response_header;
         let forwarded =
-            Box::pin(upgrade::forward(request, &target, pool.timeouts.response_header, backend.load.start()))
+            Box::pin(upgrade::forward(request, &target, timeout, backend.load.start(), &connection.switch))
                 .await;
         let now = clock::now_nanos();
         let response = match forwarded {

@@ -53,6 +53,11 @@ impl HeadTimer {
         self.expired
     }
 
+    /// Whether a head has begun and its deadline runs.
+    pub fn begun(&self) -> bool {
+        self.deadline.is_some()
+    }
+
     /// `bytes` were read; `in_flight`: a request is being served.
     pub fn on_read(&mut self, bytes: &[u8], in_flight: bool) {
         let http2 = *self.http2.get_or_insert_with(|| bytes.starts_with(HTTP2_PREFACE));
