@@ -17,13 +17,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// jemalloc: allocation is on every request's path, and with its
-/// background thread it hands memory freed by napping connections back to
-/// the system (glibc's malloc keeps it), so idle connections cost what
-/// they hold.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     // Sockets a binary upgrade handed on, taken before any thread starts.
     let inherited = fulcrum_proxy::inherit::adopt();

@@ -32,12 +32,6 @@ pub fn run(path: &Path) -> ExitCode {
         }
     };
     let executable = crate::upgrade::executable();
-    // Memory freed (a napping connection's buffers) goes back to the
-    // system within seconds, from jemalloc's own thread, even when the
-    // proxy is otherwise idle.
-    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
-        tracing::warn!(error = %e, "jemalloc's background thread did not start; freed memory is returned only as the proxy allocates");
-    }
     let served = runtime(config.server.worker_threads)
         .and_then(|rt| rt.block_on(serve(path.to_path_buf(), executable, source, overlay, config)));
     match served {

@@ -50,6 +50,10 @@ const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
 /// At most this long for the goodbye (FIN, or TLS close_notify) of a
 /// connection that ends.
+///
+/// Timers that only a drain or a close needs are boxed where they are
+/// awaited: inline, each would widen every connection's task, napping or
+/// not, by a timer entry.
 const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
@@ -263,7 +267,7 @@ where
         activity.answer_closing();
         tokio::select! {
             result = &mut serving => return (result, false),
-            () = tokio::time::sleep(DRAIN_LINGER) => {}
+            () = Box::pin(tokio::time::sleep(DRAIN_LINGER)) => {}
         }
     }
     shut_down(&mut serving);
@@ -285,13 +289,13 @@ async fn nap<I: ClientStream>(io: &mut Io<I>, activity: &Activity) -> bool {
     // Draining: a request racing the close is still answered (the awake
     // connection lingers, then closes).
     !activity.closed_for_cause()
-        && tokio::time::timeout(DRAIN_LINGER, watched.readable_or_head_expired()).await.is_ok()
+        && Box::pin(tokio::time::timeout(DRAIN_LINGER, watched.readable_or_head_expired())).await.is_ok()
 }
 
 /// Says goodbye: FIN, or close_notify and FIN under TLS, unless the
 /// client stopped reading.
 async fn close<I: ClientStream>(mut io: Io<I>) {
-    let _ = tokio::time::timeout(CLOSE_WITHIN, io.shutdown()).await;
+    let _ = Box::pin(tokio::time::timeout(CLOSE_WITHIN, io.shutdown())).await;
 }
 
 fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
