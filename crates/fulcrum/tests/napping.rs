@@ -128,3 +128,26 @@ async fn a_connection_with_a_head_begun_stays_awake_until_it_ends_or_gets_408() 
     assert_eq!(napped, 0.0, "it napped with a head begun");
     assert_eq!(backend.hits(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_does_not_nap() {
+    let backend = named_backend("a").await;
+    let (listen, admin) = (local(free_port()), local(free_port()));
+    let _lb = Fulcrum::start(&config(listen, admin, backend.address), admin);
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let url = format!("http://{listen}/");
+    let ask = |client: &hyper_util::client::legacy::Client<_, _>| client.get(url.parse().unwrap());
+    assert_eq!(ask(&h2).await.unwrap().status(), 200);
+    let mut h1 = TcpStream::connect(listen).unwrap();
+    send(&mut h1, "GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+    response(&mut h1);
+    // Both idle as long: the HTTP/1 connection naps, the HTTP/2 one stays
+    // open and awake through another sweep (a GOAWAY would have closed it:
+    // the client reconnects only for its next request).
+    until_napping(admin, 1.0).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(connections(admin, "awake").await, 1.0, "the HTTP/2 connection is open");
+    assert_eq!(ask(&h2).await.unwrap().status(), 200);
+}

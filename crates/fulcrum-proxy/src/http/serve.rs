@@ -145,7 +145,7 @@ pub async fn serve<I: ClientStream>(
         service_fn(move |request| Box::pin(forward::handle(request, Arc::clone(&request_connection))));
     if http2 {
         let serving = Box::pin(builders.http2.serve_connection(TokioIo::new(io), service));
-        let (result, _) = drive(serving, &activity, |s| s.as_mut().graceful_shutdown()).await;
+        let (result, _) = drive(serving, &activity, false, |s| s.as_mut().graceful_shutdown()).await;
         return log_end(result.map_err(Into::into));
     }
     serve_http1(io, &builders.http1, service, &connection).await;
@@ -178,7 +178,7 @@ where
     let activity = &connection.activity;
     loop {
         let serving = AwakeHttp1(Some(Box::new(builder.serve_connection(TokioIo::new(io), service))));
-        let (parts, napped) = match drive(serving, activity, AwakeHttp1::graceful_shutdown).await {
+        let (parts, napped) = match drive(serving, activity, true, AwakeHttp1::graceful_shutdown).await {
             (Ok(parts), napped) => (parts, napped),
             (Err(e), _) => return log_end(Err(e.into())),
         };
@@ -243,17 +243,21 @@ where
 
 /// Drives `serving` until it ends. When the connection is asked to close
 /// it is shut down gracefully (after a moment of `Connection: close`
-/// answers if the proxy drains); when asked to nap, likewise at once.
-/// Returns its outcome and whether it ended for a nap.
+/// answers if the proxy drains); when it may nap (`nap`: HTTP/1) and is
+/// asked to, likewise at once. Returns its outcome and whether it ended
+/// for a nap.
 async fn drive<F, T, E>(
     mut serving: F,
     activity: &Activity,
+    nap: bool,
     shut_down: impl Fn(&mut F),
 ) -> (Result<T, E>, bool)
 where
     F: Future<Output = Result<T, E>> + Unpin,
 {
-    let wake_up = activity.awake();
+    // An HTTP/2 connection does not nap: letting go of hyper would send
+    // GOAWAY to a client that may be about to open a stream.
+    let wake_up = if nap { activity.awake() } else { activity.close_requested().clone() };
     tokio::select! {
         result = &mut serving => return (result, false),
         () = wake_up.cancelled() => {}
