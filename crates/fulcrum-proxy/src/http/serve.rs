@@ -299,7 +299,12 @@ async fn nap<I: ClientStream>(io: &mut Io<I>, activity: &Activity) -> bool {
 /// Says goodbye: FIN, or close_notify and FIN under TLS, unless the
 /// client stopped reading.
 async fn close<I: ClientStream>(mut io: Io<I>) {
-    let _ = Box::pin(tokio::time::timeout(CLOSE_WITHIN, io.shutdown())).await;
+    let mut shutdown = std::pin::pin!(io.shutdown());
+    // A TCP FIN goes at once; only TLS may wait for room to send its alert.
+    let sent = std::future::poll_fn(|cx| std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready())).await;
+    if !sent {
+        let _ = Box::pin(tokio::time::timeout(CLOSE_WITHIN, shutdown)).await;
+    }
 }
 
 fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
