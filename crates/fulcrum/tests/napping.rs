@@ -66,16 +66,32 @@ fn send(stream: &mut TcpStream, bytes: &str) {
     stream.write_all(bytes.as_bytes()).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_connection_naps_and_wakes_for_its_next_request() {
+/// A balancer before a backend answering `a`, and a client connection to
+/// it that has had its first request answered.
+struct Served {
+    backend: Backend,
+    /// Kept by every test: dropping it stops the balancer.
+    lb: Fulcrum,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    stream: TcpStream,
+    first: String,
+}
+
+async fn served() -> Served {
     let backend = named_backend("a").await;
     let (listen, admin) = (local(free_port()), local(free_port()));
-    let _lb = Fulcrum::start(&config(listen, admin, backend.address), admin);
+    let lb = Fulcrum::start(&config(listen, admin, backend.address), admin);
     let mut stream = TcpStream::connect(listen).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-
     send(&mut stream, "GET /1 HTTP/1.1\r\nhost: x\r\n\r\n");
     let first = response(&mut stream);
+    Served { backend, lb, listen, admin, stream, first }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_naps_and_wakes_for_its_next_request() {
+    let Served { backend, lb: _lb, admin, mut stream, first, .. } = served().await;
     assert!(first.starts_with("HTTP/1.1 200") && first.ends_with("a"), "{first:?}");
     let took = until_napping(admin, 1.0).await;
     // Quiet from one sweep to the next: between 1 and 2 seconds, plus a scrape.
@@ -100,13 +116,7 @@ async fn an_idle_connection_naps_and_wakes_for_its_next_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_with_a_head_begun_stays_awake_until_it_ends_or_gets_408() {
-    let backend = named_backend("a").await;
-    let (listen, admin) = (local(free_port()), local(free_port()));
-    let _lb = Fulcrum::start(&config(listen, admin, backend.address), admin);
-    let mut stream = TcpStream::connect(listen).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    send(&mut stream, "GET /1 HTTP/1.1\r\nhost: x\r\n\r\n");
-    response(&mut stream);
+    let Served { backend, lb: _lb, admin, mut stream, .. } = served().await;
     until_napping(admin, 1.0).await;
 
     let begun = Instant::now();
@@ -131,19 +141,14 @@ async fn a_connection_with_a_head_begun_stays_awake_until_it_ends_or_gets_408() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_connection_does_not_nap() {
-    let backend = named_backend("a").await;
-    let (listen, admin) = (local(free_port()), local(free_port()));
-    let _lb = Fulcrum::start(&config(listen, admin, backend.address), admin);
+    let Served { lb: _lb, listen, admin, stream: _h1, .. } = served().await;
     let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let url = format!("http://{listen}/");
     let ask = |client: &hyper_util::client::legacy::Client<_, _>| client.get(url.parse().unwrap());
     assert_eq!(ask(&h2).await.unwrap().status(), 200);
-    let mut h1 = TcpStream::connect(listen).unwrap();
-    send(&mut h1, "GET / HTTP/1.1\r\nhost: x\r\n\r\n");
-    response(&mut h1);
-    // Both idle as long: the HTTP/1 connection naps, the HTTP/2 one stays
+    // Both idle about as long: the HTTP/1 connection naps, the HTTP/2 one stays
     // open and awake through another sweep (a GOAWAY would have closed it:
     // the client reconnects only for its next request).
     until_napping(admin, 1.0).await;

@@ -270,8 +270,12 @@ impl Drop for InFlightRequest {
     }
 }
 
-/// A client connection's I/O, counting reads that brought bytes and
-/// keeping its request heads to their deadline.
+/// A client connection's I/O: counts reads that brought bytes, keeps its
+/// request heads to their deadline, hands out bytes to replay before
+/// reading more (those read to tell HTTP/2's preface from HTTP/1, and what
+/// hyper had buffered when a napping connection let go of it), and notes
+/// when the client closed its side, so a connection that ends is not
+/// mistaken for one that naps.
 #[derive(Debug)]
 pub struct Watched<I> {
     io: I,
@@ -279,13 +283,42 @@ pub struct Watched<I> {
     head: super::head_timer::HeadTimer,
     /// What `activity` was last told of the head.
     head_begun: bool,
+    /// Read already (and counted), to hand out first.
+    replay: bytes::Bytes,
+    closed_by_client: bool,
 }
 
 impl<I> Watched<I> {
     /// Wraps `io`, counting on `activity`; each request head must be
     /// complete within `header_read_timeout`.
     pub fn new(io: I, activity: Arc<Activity>, header_read_timeout: Duration) -> Self {
-        Self { io, activity, head: super::head_timer::HeadTimer::new(header_read_timeout), head_begun: false }
+        Self {
+            io,
+            activity,
+            head: super::head_timer::HeadTimer::new(header_read_timeout),
+            head_begun: false,
+            replay: bytes::Bytes::new(),
+            closed_by_client: false,
+        }
+    }
+
+    /// Hands out `bytes` first, before what was still to replay. They are
+    /// copied: hyper's leftovers are a slice of its whole read buffer.
+    pub fn replay(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.replay = [bytes, &self.replay].concat().into();
+        }
+    }
+
+    /// Whether nothing is left to replay.
+    pub fn nothing_to_replay(&self) -> bool {
+        self.replay.is_empty()
+    }
+
+    /// Whether a read has seen the client's end of the stream (or the
+    /// end a 408 puts to a head out of time).
+    pub fn closed_by_client(&self) -> bool {
+        self.closed_by_client
     }
 }
 
@@ -317,6 +350,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            bytes::Buf::advance(&mut this.replay, n);
+            return Poll::Ready(Ok(()));
+        }
         let in_flight = !this.activity.is_idle();
         if this.head.poll_expired(cx, in_flight) {
             // Best effort, once: a fresh socket has room for these bytes.
@@ -324,6 +363,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
                 let _ = Pin::new(&mut this.io).poll_write(cx, super::head_timer::REQUEST_TIMEOUT);
                 this.activity.close_because("its request head took longer than header_read_timeout");
             }
+            this.closed_by_client = true;
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
@@ -331,6 +371,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
         if buf.filled().len() > before {
             this.activity.reads.fetch_add(1, Ordering::Relaxed);
             this.head.on_read(&buf.filled()[before..], in_flight);
+        } else if matches!(polled, Poll::Ready(Ok(()))) && buf.remaining() > 0 {
+            this.closed_by_client = true;
         }
         if this.head.begun() != this.head_begun {
             this.head_begun = !this.head_begun;
@@ -476,6 +518,38 @@ mod tests {
         assert_eq!(list.lock().len(), 3);
         drop(dropped);
         assert_eq!(list.lock().len(), 2, "a closed connection leaves the list");
+    }
+
+    #[tokio::test]
+    async fn replayed_bytes_come_first_uncounted_then_the_stream_and_its_end() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64);
+        let activity = Arc::new(fresh());
+        let mut watched = Watched::new(server, Arc::clone(&activity), Duration::from_secs(10));
+        watched.replay(b"GET / ");
+        watched.replay(b"");
+        client.write_all(b"HTTP/1.1\r\n").await.unwrap();
+        drop(client);
+        let mut piece = [0; 4];
+        assert_eq!(watched.read(&mut piece).await.unwrap(), 4, "a short buffer takes the replay in pieces");
+        let mut rest = Vec::new();
+        watched.read_to_end(&mut rest).await.unwrap();
+        assert_eq!([&piece[..], &rest].concat(), b"GET / HTTP/1.1\r\n");
+        assert!(watched.nothing_to_replay() && watched.closed_by_client());
+        assert_eq!(activity.reads.load(Ordering::Relaxed), 1, "only the read from the stream counts");
+    }
+
+    #[tokio::test]
+    async fn bytes_replayed_again_go_before_those_still_pending() {
+        use tokio::io::AsyncReadExt;
+        let (_client, server) = tokio::io::duplex(64);
+        let mut watched = Watched::new(server, Arc::new(fresh()), Duration::from_secs(10));
+        watched.replay(b"cd");
+        watched.replay(b"ab");
+        let mut all = [0; 4];
+        watched.read_exact(&mut all).await.unwrap();
+        assert_eq!(&all, b"abcd");
+        assert!(!watched.closed_by_client(), "the client has not closed");
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,7 +7,6 @@ mod grpc;
 mod head_timer;
 mod headers;
 mod idle;
-mod replay;
 mod respond;
 mod rewrite;
 mod serve;

@@ -38,7 +38,6 @@ use tokio::net::TcpStream;
 
 use super::forward::{self, Connection};
 use super::idle::{Activity, Watched, Watchlist};
-use super::replay::Replay;
 
 /// Fewest bytes buffered per client connection and direction (HAProxy's
 /// `tune.bufsize` is 16 KiB).
@@ -114,7 +113,7 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
-type Io<I> = Replay<Watched<I>>;
+type Io<I> = Watched<I>;
 
 /// Serves one client connection until it closes. When its `activity`
 /// asks it to close (the proxy drains, it idled out, or file descriptors
@@ -129,7 +128,7 @@ pub async fn serve<I: ClientStream>(
 ) {
     let activity = Arc::clone(&connection.activity);
     let _watching = watchlist.watch(Arc::clone(&activity));
-    let mut io = Replay::new(Watched::new(io, Arc::clone(&activity), header_read_timeout));
+    let mut io = Watched::new(io, Arc::clone(&activity), header_read_timeout);
     let http2 = tokio::select! {
         first = first_bytes(&mut io) => match first {
             Some(http2) => http2,
@@ -282,18 +281,17 @@ where
 /// connection should close (`false`). A request head begun before the nap
 /// wakes it at its deadline, to be answered 408.
 async fn nap<I: ClientStream>(io: &mut Io<I>, activity: &Activity) -> bool {
-    if !io.nothing_pending() {
+    if !io.nothing_to_replay() {
         return true;
     }
-    let watched = io.get_mut();
     tokio::select! {
-        () = watched.readable_or_head_expired() => return true,
+        () = io.readable_or_head_expired() => return true,
         () = activity.close_requested().cancelled() => {}
     }
     // Draining: a request racing the close is still answered (the awake
     // connection lingers, then closes).
     !activity.closed_for_cause()
-        && Box::pin(tokio::time::timeout(DRAIN_LINGER, watched.readable_or_head_expired())).await.is_ok()
+        && Box::pin(tokio::time::timeout(DRAIN_LINGER, io.readable_or_head_expired())).await.is_ok()
 }
 
 /// Says goodbye: FIN, or close_notify and FIN under TLS, unless the
