@@ -94,8 +94,8 @@ async fn an_idle_connection_naps_and_wakes_for_its_next_request() {
     let Served { backend, lb: _lb, admin, mut stream, first, .. } = served().await;
     assert!(first.starts_with("HTTP/1.1 200") && first.ends_with("a"), "{first:?}");
     let took = until_napping(admin, 1.0).await;
-    // Quiet from one sweep to the next: between 1 and 2 seconds, plus a scrape.
-    assert!(took < Duration::from_secs(3), "napped after {took:?}");
+    // Quiet from one sweep to the next: 1 to 2 seconds, plus scrapes on a busy machine.
+    assert!(took < Duration::from_secs(4), "napped after {took:?}");
     assert_eq!(connections(admin, "awake").await, 0.0);
 
     send(&mut stream, "GET /2 HTTP/1.1\r\nhost: x\r\n\r\n");
@@ -126,7 +126,8 @@ async fn a_connection_with_a_head_begun_stays_awake_until_it_ends_or_gets_408() 
         let _ = stream.read_to_string(&mut answer);
         answer
     });
-    // Until the 408 closes it, the connection holds its head, awake.
+    // Woken by those bytes, it holds its head, awake, until the 408.
+    until_napping(admin, 0.0).await;
     let mut napped = 0.0_f64;
     while !answer.is_finished() {
         napped = napped.max(connections(admin, "napping").await);
