@@ -553,6 +553,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_connection_naps_after_a_quiet_sweep_unless_busy_or_mid_head_and_is_counted() {
+        let list = Watchlist::start();
+        let (quiet, busy, mid_head) = (Arc::new(fresh()), Arc::new(fresh()), Arc::new(fresh()));
+        let _watching: Vec<_> = [&quiet, &busy, &mid_head].map(|a| list.watch(Arc::clone(a))).into();
+        let tokens = [&quiet, &busy, &mid_head].map(|a| a.awake());
+        for activity in [&quiet, &busy, &mid_head] {
+            read(activity);
+        }
+        let _request = InFlightRequest::new(&busy, true);
+        mid_head.head_begun.store(true, Ordering::Relaxed);
+        // The first sweep sees the reads; the next finds them unchanged.
+        tokio::time::sleep(SWEEP_EVERY / 2).await;
+        assert!(tokens.iter().all(|t| !t.is_cancelled()), "reads since the previous sweep");
+        tokio::time::sleep(SWEEP_EVERY).await;
+        assert!(tokens[0].is_cancelled(), "quiet from one sweep to the next");
+        assert!(!tokens[1].is_cancelled(), "a request is in flight");
+        assert!(!tokens[2].is_cancelled(), "a head has begun");
+        assert!(!quiet.close_requested().is_cancelled(), "napping is not closing");
+
+        quiet.set_napping(true);
+        assert_eq!(list.census(), Census { awake: 2, napping: 1 });
+        // A nap's token is taken once; waking up registers a new one.
+        let again = quiet.awake();
+        read(&quiet);
+        tokio::time::sleep(SWEEP_EVERY).await;
+        assert!(!again.is_cancelled(), "it read since the previous sweep");
+        tokio::time::sleep(SWEEP_EVERY).await;
+        assert!(again.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn out_of_descriptors_closes_only_connections_with_nothing_in_flight() {
         let list = Watchlist::start();
         let (idle, busy) = (Arc::new(fresh()), Arc::new(fresh()));

@@ -113,8 +113,6 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
-type Io<I> = Watched<I>;
-
 /// Serves one client connection until it closes. When its `activity`
 /// asks it to close (the proxy drains, it idled out, or file descriptors
 /// ran out) it stops taking new requests and lets the ones in flight
@@ -152,7 +150,7 @@ pub async fn serve<I: ClientStream>(
 
 /// Reads the first bytes, up to what tells HTTP/2's preface from anything
 /// else; they are replayed to hyper. `None` when the client left first.
-async fn first_bytes<I: ClientStream>(io: &mut Io<I>) -> Option<bool> {
+async fn first_bytes<I: ClientStream>(io: &mut Watched<I>) -> Option<bool> {
     let mut first = [0; HTTP2_PREFACE.len()];
     let mut filled = 0;
     while filled < first.len() && first[..filled] == HTTP2_PREFACE[..filled] {
@@ -167,8 +165,12 @@ async fn first_bytes<I: ClientStream>(io: &mut Io<I>) -> Option<bool> {
 
 /// HTTP/1: hyper serves requests while the connection is awake; between
 /// naps only the socket is kept.
-async fn serve_http1<I, S>(mut io: Io<I>, builder: &http1::Builder, mut service: S, connection: &Connection)
-where
+async fn serve_http1<I, S>(
+    mut io: Watched<I>,
+    builder: &http1::Builder,
+    mut service: S,
+    connection: &Connection,
+) where
     I: ClientStream,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = super::body::ProxyBody> + Unpin,
     S::Future: Unpin + Send + 'static,
@@ -206,7 +208,7 @@ where
 /// An awake HTTP/1 connection, driven without hyper's shutdown so its
 /// parts can be taken back.
 struct AwakeHttp1<I, S: hyper::service::HttpService<hyper::body::Incoming>>(
-    Option<Box<http1::Connection<TokioIo<Io<I>>, S>>>,
+    Option<Box<http1::Connection<TokioIo<Watched<I>>, S>>>,
 );
 
 impl<I, S> AwakeHttp1<I, S>
@@ -230,7 +232,7 @@ where
     S::Future: Unpin,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    type Output = hyper::Result<http1::Parts<TokioIo<Io<I>>, S>>;
+    type Output = hyper::Result<http1::Parts<TokioIo<Watched<I>>, S>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         let connection = self.0.as_mut().expect("an awake connection is not polled after it ended");
@@ -280,7 +282,7 @@ where
 /// Waits on the bare socket until the client sends again (`true`), or the
 /// connection should close (`false`). A request head begun before the nap
 /// wakes it at its deadline, to be answered 408.
-async fn nap<I: ClientStream>(io: &mut Io<I>, activity: &Activity) -> bool {
+async fn nap<I: ClientStream>(io: &mut Watched<I>, activity: &Activity) -> bool {
     if !io.nothing_to_replay() {
         return true;
     }
@@ -296,7 +298,7 @@ async fn nap<I: ClientStream>(io: &mut Io<I>, activity: &Activity) -> bool {
 
 /// Says goodbye: FIN, or close_notify and FIN under TLS, unless the
 /// client stopped reading.
-async fn close<I: ClientStream>(mut io: Io<I>) {
+async fn close<I: ClientStream>(mut io: Watched<I>) {
     let mut shutdown = std::pin::pin!(io.shutdown());
     // A TCP FIN goes at once; only TLS may wait for room to send its alert.
     let sent = std::future::poll_fn(|cx| std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready())).await;
