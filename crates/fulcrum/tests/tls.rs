@@ -60,3 +60,58 @@ async fn certificates_are_chosen_by_sni_and_h2_is_negotiated() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_picks_a_sha256_suite_and_resumes_sessions() {
+    let echo = backend(|_: Request<hyper::body::Incoming>| async move { text("ok".to_string()) }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca();
+    leaf(&ca, "a.test", dir.path(), "a");
+    let listen = local(free_port());
+    let config = format!(
+        "[[listeners]]\nname = \"tls\"\nlisten = \"{listen}\"\nprotocol = \"https\"\npool = \"app\"\n\
+         tls = {{ certificates = [{{ cert = \"a.pem\", key = \"a.key\" }}] }}\n\
+         [pools.app]\nbackends = [{{ address = \"{}\" }}]\n",
+        echo.address
+    );
+    let _lb = Fulcrum::start_in(dir, &config, listen);
+
+    // ring's client lists AES-256-GCM-SHA384 first, as OpenSSL's does.
+    let provider = rustls::crypto::ring::default_provider();
+    assert_eq!(provider.cipher_suites[0].suite(), rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let client = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(listen).await.unwrap();
+        let mut stream = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&client))
+            .connect(rustls::pki_types::ServerName::try_from("a.test").unwrap(), tcp)
+            .await
+            .unwrap();
+        // The session tickets arrive after the handshake: a request and its
+        // answer make sure the client has read them.
+        tokio::io::AsyncWriteExt::write_all(
+            &mut stream,
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+        let connection = stream.get_ref().1;
+        assert_eq!(
+            connection.negotiated_cipher_suite().unwrap().suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        );
+        kinds.push(connection.handshake_kind());
+    }
+    assert_eq!(kinds, [Some(rustls::HandshakeKind::Full), Some(rustls::HandshakeKind::Resumed)]);
+}
