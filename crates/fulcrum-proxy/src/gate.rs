@@ -28,6 +28,8 @@ pub enum Refused {
     RouteDenied,
     /// Its request target is longer than `max_uri_bytes` (414).
     UriTooLong,
+    /// Its request head is larger than `max_header_bytes` (431).
+    HeadTooLarge,
     /// Its body is larger than `max_body_bytes` (413).
     BodyTooLarge,
     /// It sent no valid PROXY header, or came from a network not trusted to.
@@ -36,11 +38,12 @@ pub enum Refused {
 
 impl Refused {
     /// Every reason, in counter order.
-    pub const ALL: [Refused; 6] = [
+    pub const ALL: [Refused; 7] = [
         Self::Denied,
         Self::TooManyConnections,
         Self::RouteDenied,
         Self::UriTooLong,
+        Self::HeadTooLarge,
         Self::BodyTooLarge,
         Self::ProxyProtocol,
     ];
@@ -52,6 +55,7 @@ impl Refused {
             Self::TooManyConnections => "max_connections_per_ip",
             Self::RouteDenied => "route_denied",
             Self::UriTooLong => "uri_too_long",
+            Self::HeadTooLarge => "head_too_large",
             Self::BodyTooLarge => "body_too_large",
             Self::ProxyProtocol => "proxy_protocol",
         }

@@ -110,6 +110,14 @@ async fn oversized_heads_uris_and_bodies_are_refused_before_the_backend_sees_the
     assert_eq!(status_of(&big), 431, "70 KB of headers: {big:.80}");
     assert_eq!(status_of(&many), 431, "101 headers: {many:.80}");
     assert_eq!(status_of(&uri), 414, "a 9 KB URI: {uri:.80}");
+    // max_header_bytes (64 KiB) is exact, however the head is read: 55
+    // bytes of request line and fields around one `x-pad`.
+    let padded = |length: usize| head(format!("x-pad: {}\r\n", "a".repeat(length - 55)), "/");
+    let (at_limit, over) = (padded(65536), padded(65537));
+    assert_eq!(at_limit.len(), 65536);
+    let (at_limit, over) = tokio::task::spawn_blocking(move || (send(at_limit), send(over))).await.unwrap();
+    assert_eq!(status_of(&at_limit), 200, "a head of exactly 64 KiB: {at_limit:.80}");
+    assert_eq!(status_of(&over), 431, "a byte over: {over:.80}");
 
     // 11 MiB uploads, declared and chunked.
     let declared = tokio::task::spawn_blocking(move || {
@@ -142,11 +150,20 @@ async fn oversized_heads_uris_and_bodies_are_refused_before_the_backend_sees_the
     .await
     .unwrap();
     assert_eq!(status_of(&chunked), 413, "{chunked:.80}");
-    assert_eq!(backend.hits(), 1, "only the chunked upload reached the backend");
-    assert_eq!(complete.load(Ordering::SeqCst), 0, "and it was cut off: the backend saw no complete request");
+    assert_eq!(backend.hits(), 2, "only the head at the limit and the chunked upload reached the backend");
+    assert_eq!(
+        complete.load(Ordering::SeqCst),
+        1,
+        "and the upload was cut off: the backend saw only the GET whole"
+    );
     let metrics = get(&client(), &format!("http://{admin}/metrics")).await.1;
     assert!(metrics.contains("lb_refused_total{listener=\"web\",reason=\"body_too_large\"} 2"), "{metrics}");
     assert!(metrics.contains("lb_refused_total{listener=\"web\",reason=\"uri_too_long\"} 1"));
+    // The head a byte over, and the 70 KB one unless hyper refused it first.
+    assert!(
+        ["1", "2"].iter().any(|n| metrics.contains(&format!("reason=\"head_too_large\"}} {n}\n"))),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
