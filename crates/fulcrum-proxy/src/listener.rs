@@ -99,6 +99,7 @@ impl Socket {
 
 /// Accepts connections until `acceptor.stop` fires.
 pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
+    let bound = Bound::of(&listener);
     loop {
         // At `max_connections`, new connections wait in the kernel's backlog.
         let max_connections = acceptor.state.load().max_connections;
@@ -115,7 +116,7 @@ pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
                 let Some(proxied) = proxied else {
                     // Admitted here, in accept order, before a task exists.
                     let Some(entry) = admit(&acceptor, peer) else { continue };
-                    let endpoints = endpoints_of(&stream, peer);
+                    let endpoints = bound.endpoints(&stream, peer);
                     let acceptor = acceptor.clone();
                     acceptor.tracker.clone().spawn(serve_connection(stream, endpoints, acceptor, entry));
                     continue;
@@ -126,7 +127,8 @@ pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
                     continue;
                 }
                 let acceptor = acceptor.clone();
-                acceptor.tracker.clone().spawn(serve_proxied(stream, peer, proxied, acceptor));
+                let socket = bound.endpoints(&stream, peer);
+                acceptor.tracker.clone().spawn(serve_proxied(stream, socket, proxied, acceptor));
             }
             Err(e) => {
                 // Out of file descriptors or similar: ask idle connections
@@ -141,9 +143,21 @@ pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
     }
 }
 
-/// The ends of an accepted connection.
-fn endpoints_of(stream: &TcpStream, peer: SocketAddr) -> Endpoints {
-    Endpoints { client: peer, local: stream.local_addr().unwrap_or(peer) }
+/// The address a listener is bound to, when it names the one its
+/// connections arrive at (not a wildcard such as `0.0.0.0`).
+struct Bound(Option<SocketAddr>);
+
+impl Bound {
+    fn of(listener: &TcpListener) -> Self {
+        Self(listener.local_addr().ok().filter(|address| !address.ip().is_unspecified()))
+    }
+
+    /// The ends of a connection accepted from `peer`: asking the socket
+    /// (a system call per connection) only behind a wildcard address.
+    fn endpoints(&self, stream: &TcpStream, peer: SocketAddr) -> Endpoints {
+        let local = self.0.unwrap_or_else(|| stream.local_addr().unwrap_or(peer));
+        Endpoints { client: peer, local }
+    }
 }
 
 /// A connection from a balancer in front: its PROXY header first, then the
@@ -151,12 +165,12 @@ fn endpoints_of(stream: &TcpStream, peer: SocketAddr) -> Endpoints {
 /// as if it had connected itself.
 async fn serve_proxied(
     mut stream: TcpStream,
-    peer: SocketAddr,
+    socket: Endpoints,
     accepted: fulcrum_config::ProxyProtocol,
     acceptor: Acceptor,
 ) {
     let limit = acceptor.state.load().limits.header_read_timeout;
-    let socket = endpoints_of(&stream, peer);
+    let peer = socket.client;
     let endpoints = match proxy_protocol::receive(&mut stream, &accepted, socket, limit).await {
         Ok(endpoints) => endpoints,
         Err(why) => {
