@@ -52,8 +52,10 @@ async fn sixty_four_streams_share_a_few_upstream_connections_and_trailers_come_b
     let connections = Arc::new(AtomicUsize::new(0));
     let backend = h2c_backend(Arc::clone(&connections)).await;
     let listen = local(free_port());
+    // One worker thread: connections are shared per backend and thread,
+    // and the HTTP/1.1 request below must find this thread's connection.
     let config = format!(
-        "[server]\nworker_threads = 2\n\n[[listeners]]\nname = \"web\"\nlisten = \"{listen}\"\npool = \"grpc\"\n\n\
+        "[server]\nworker_threads = 1\n\n[[listeners]]\nname = \"web\"\nlisten = \"{listen}\"\npool = \"grpc\"\n\n\
          [pools.grpc]\nprotocol = \"h2c\"\nbackends = [{{ address = \"{backend}\" }}]\n"
     );
     let _lb = Fulcrum::start(&config, listen);
