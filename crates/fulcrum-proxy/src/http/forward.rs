@@ -419,7 +419,7 @@ pub(super) fn beyond_limits(
     if target > limits.max_uri_bytes {
         return Some((Refused::UriTooLong, StatusCode::URI_TOO_LONG, "the request target is too long\n"));
     }
-    if head_bytes(parts, target) > limits.max_header_bytes {
+    if parts.version < http::Version::HTTP_2 && head_bytes(parts, target) > limits.max_header_bytes {
         return Some((
             Refused::HeadTooLarge,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -436,10 +436,11 @@ pub(super) fn beyond_limits(
     None
 }
 
-/// The size of the request's head as HTTP/1.1 writes it (request line,
+/// The size of an HTTP/1 request's head as it was written (request line,
 /// `name: value` lines, blank line). hyper's own bound on its read buffer
 /// refuses most larger heads, but not all: a head that arrives in a few
-/// large reads can pass it by up to one read.
+/// large reads can pass it by up to one read. HTTP/2 and HTTP/3 header
+/// lists are bounded exactly by their own settings.
 fn head_bytes(parts: &Parts, target: usize) -> usize {
     const REQUEST_LINE_EXTRA: usize = " HTTP/1.1\r\n".len() + 1;
     let fields: usize = parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();

@@ -385,7 +385,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
             this.activity.head_begun.store(this.head_begun, Ordering::Relaxed);
         }
         if replayed && !matches!(polled, Poll::Ready(Ok(()))) {
-            // The replayed bytes are read; an error shows on the next read.
+            // The replayed bytes are read; the next read meets the error
+            // (or the end it left).
             return Poll::Ready(Ok(()));
         }
         polled
