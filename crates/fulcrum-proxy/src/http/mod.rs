@@ -10,6 +10,7 @@ mod idle;
 mod respond;
 mod rewrite;
 mod serve;
+mod streams;
 mod upgrade;
 mod validate;
 

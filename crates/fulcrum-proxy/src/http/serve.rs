@@ -32,12 +32,13 @@ use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::forward::{self, Connection};
 use super::idle::{Activity, Watched, Watchlist};
+use super::streams::{StreamExecutor, WithStreams};
 
 /// Fewest bytes buffered per client connection and direction (HAProxy's
 /// `tune.bufsize` is 16 KiB).
@@ -70,7 +71,7 @@ const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #[derive(Debug, Clone)]
 pub struct Builders {
     http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
+    max_header_list_size: u32,
 }
 
 impl Builders {
@@ -86,9 +87,15 @@ impl Builders {
             .max_headers(limits.max_headers)
             // `head_timer` keeps heads to `header_read_timeout` and answers 408.
             .header_read_timeout(None);
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2.timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
-        Self { http1, http2 }
+        Self { http1, max_header_list_size: limits.max_header_bytes as u32 }
+    }
+
+    /// HTTP/2's settings, with an executor of the connection's own: its
+    /// streams run in its task (see [`super::streams`]).
+    fn http2(&self, executor: StreamExecutor) -> http2::Builder<StreamExecutor> {
+        let mut http2 = http2::Builder::new(executor);
+        http2.timer(TokioTimer::new()).max_header_list_size(self.max_header_list_size);
+        http2
     }
 }
 
@@ -141,8 +148,15 @@ pub async fn serve<I: ClientStream>(
     let service =
         service_fn(move |request| Box::pin(forward::handle(request, Arc::clone(&request_connection))));
     if http2 {
-        let serving = Box::pin(builders.http2.serve_connection(TokioIo::new(io), service));
-        let (result, _) = drive(serving, &activity, false, |s| s.as_mut().graceful_shutdown()).await;
+        let executor = StreamExecutor::default();
+        let connection = builders.http2(executor.clone()).serve_connection(TokioIo::new(io), service);
+        let serving = WithStreams::new(connection, executor);
+        let (result, _) = drive(serving, &activity, false, |s| {
+            if let Some(connection) = s.connection() {
+                connection.graceful_shutdown();
+            }
+        })
+        .await;
         return log_end(result.map_err(Into::into));
     }
     serve_http1(io, &builders.http1, service, &connection).await;
