@@ -6,12 +6,15 @@
 //! so new connections and requests see the new config while in-flight
 //! ones finish on the old.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fulcrum_config::Protocol;
+use futures_util::future::{Either, FutureExt};
 use http::HeaderValue;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -202,49 +205,59 @@ pub fn admit(acceptor: &Acceptor, peer: SocketAddr) -> Option<Entry> {
     entry
 }
 
-async fn serve_connection(stream: TcpStream, endpoints: Endpoints, acceptor: Acceptor, _entry: Entry) {
+/// Serves an admitted connection. What it needs is gathered now (its
+/// socket options, the listener's current state, the connection's own
+/// state); the future returned is its task, and holds only what serving
+/// takes: a plain HTTP connection's is small while it waits for bytes or
+/// naps (see `l7::serve`), the rarer TLS and TCP ones are boxed.
+fn serve_connection(
+    stream: TcpStream,
+    endpoints: Endpoints,
+    acceptor: Acceptor,
+    entry: Entry,
+) -> impl Future<Output = ()> + Send + 'static {
     let peer = endpoints.client;
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
     // Only what this connection needs is taken from the state: a
     // keep-alive connection must not keep a replaced generation alive.
-    let (protocol, tcp_pool, tls, builders, limits, client_certificates) = {
-        let state = acceptor.state.load();
-        let tcp_pool = (state.protocol == Protocol::Tcp).then(|| Arc::clone(&state.default_pool));
-        let tls = state.tls.clone();
-        (state.protocol, tcp_pool, tls, Arc::clone(&state.builders), state.limits, state.client_certificates)
-    };
-    let client = |proto: &'static str| ClientInfo {
+    let state = acceptor.state.load();
+    let (builders, limits, client_certificates) =
+        (Arc::clone(&state.builders), state.limits, state.client_certificates);
+    let client = move |proto: &'static str| ClientInfo {
         addr: peer.ip(),
         ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value"),
         proto: HeaderValue::from_static(proto),
         endpoints,
         cert_subject: None,
     };
-    match protocol {
+    let connection = move |acceptor: &Acceptor, client: ClientInfo| {
+        Arc::new(Connection {
+            state: Arc::clone(&acceptor.state),
+            client,
+            activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
+            gate: Arc::clone(&acceptor.gate),
+            switch: Default::default(),
+        })
+    };
+    let serving: Either<_, Pin<Box<dyn Future<Output = ()> + Send>>> = match state.protocol {
+        Protocol::Http => Either::Left(l7::serve(
+            stream,
+            builders,
+            connection(&acceptor, client("http")),
+            &acceptor.watchlist,
+            limits.header_read_timeout,
+        )),
         Protocol::Tcp => {
-            if let Some(pool) = tcp_pool {
-                // Boxed: see the TLS branch.
-                Box::pin(tcp::proxy(stream, endpoints, &pool)).await;
-            }
+            let pool = Arc::clone(&state.default_pool);
+            Either::Right(Box::pin(async move { tcp::proxy(stream, endpoints, &pool).await }))
         }
         // A udp listener's socket receives datagrams; it accepts nothing.
-        Protocol::Udp => {}
-        Protocol::Http => {
-            let connection = Arc::new(Connection {
-                state: Arc::clone(&acceptor.state),
-                client: client("http"),
-                activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
-                gate: Arc::clone(&acceptor.gate),
-                switch: Default::default(),
-            });
-            l7::serve(stream, &builders, connection, &acceptor.watchlist, limits.header_read_timeout).await;
-        }
-        // Boxed, as the TCP relay: a TLS session is kilobytes, and the task
-        // of every plain HTTP connection would otherwise make room for one.
+        Protocol::Udp => Either::Right(Box::pin(std::future::ready(()))),
         Protocol::Https => {
-            Box::pin(async move {
+            let tls = state.tls.clone();
+            Either::Right(Box::pin(async move {
                 let Some(tls) = tls.map(tokio_rustls::TlsAcceptor::from) else { return };
                 // No TLS state until the client's hello arrives.
                 let handshake = async {
@@ -260,17 +273,12 @@ async fn serve_connection(stream: TcpStream, endpoints: Endpoints, acceptor: Acc
                 if client_certificates {
                     client.cert_subject = Some(crate::tls::client_subject(stream.get_ref().1));
                 }
-                let connection = Arc::new(Connection {
-                    state: Arc::clone(&acceptor.state),
-                    client,
-                    activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
-                    gate: Arc::clone(&acceptor.gate),
-                    switch: Default::default(),
-                });
-                l7::serve(stream, &builders, connection, &acceptor.watchlist, limits.header_read_timeout)
+                let connection = connection(&acceptor, client);
+                l7::serve(stream, builders, connection, &acceptor.watchlist, limits.header_read_timeout)
                     .await;
-            })
-            .await
+            }))
         }
-    }
+    };
+    // Not `async { serving.await }`: that would hold `serving` twice.
+    serving.map(move |()| drop(entry))
 }

@@ -326,20 +326,20 @@ impl<I> Watched<I> {
     /// Resolves when the client's socket has bytes (or its end) to read,
     /// or when a request head begun has run out of time: the next read
     /// then answers 408.
-    pub async fn readable_or_head_expired(&mut self)
+    ///
+    /// Polled, not awaited: readiness waits in the socket's own reader
+    /// slot, so a napping connection's task keeps no waiter of its own.
+    pub fn readable_or_head_expired(&mut self) -> impl Future<Output = ()> + Send + '_
     where
         I: super::serve::ClientStream,
     {
-        let (io, head) = (&self.io, &mut self.head);
-        let mut readable = std::pin::pin!(io.socket().readable());
-        std::future::poll_fn(|cx| {
-            if head.poll_expired(cx, false) || readable.as_mut().poll(cx).is_ready() {
+        std::future::poll_fn(move |cx| {
+            if self.head.poll_expired(cx, false) || self.io.socket().poll_read_ready(cx).is_ready() {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             }
         })
-        .await;
     }
 }
 

@@ -124,42 +124,58 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
 /// asks it to close (the proxy drains, it idled out, or file descriptors
 /// ran out) it stops taking new requests and lets the ones in flight
 /// finish. `watchlist` checks its idle timeouts while it is open.
-pub async fn serve<I: ClientStream>(
+///
+/// The returned future is what a connection's task holds for its whole
+/// life, so it holds little: the socket, the connection's state and, in
+/// turn, the wait for the first bytes or for the end of a nap. Serving
+/// requests (hyper's connection and everything a request needs) lives in
+/// a box that exists only while the connection is awake. It is built
+/// without an `async fn`'s copies of its arguments.
+pub fn serve<I: ClientStream>(
     io: I,
-    builders: &Builders,
+    builders: Arc<Builders>,
     connection: Arc<Connection>,
     watchlist: &Arc<Watchlist>,
     header_read_timeout: Duration,
-) {
-    let activity = Arc::clone(&connection.activity);
-    let _watching = watchlist.watch(Arc::clone(&activity));
-    let mut io = Watched::new(io, Arc::clone(&activity), header_read_timeout);
-    let http2 = tokio::select! {
-        first = first_bytes(&mut io) => match first {
-            Some(http2) => http2,
-            None => return,
-        },
-        () = activity.close_requested().cancelled() => return,
-    };
-    // Boxed: hyper keeps room for one request future per connection, idle
-    // or not, and moves an HTTP/2 stream's several times on its way into
-    // its task; a request's future is kilobytes, its box one pointer.
-    let request_connection = Arc::clone(&connection);
-    let service =
-        service_fn(move |request| Box::pin(forward::handle(request, Arc::clone(&request_connection))));
-    if http2 {
-        let executor = StreamExecutor::default();
-        let connection = builders.http2(executor.clone()).serve_connection(TokioIo::new(io), service);
-        let serving = WithStreams::new(connection, executor);
-        let (result, _) = drive(serving, &activity, false, |s| {
-            if let Some(connection) = s.connection() {
-                connection.graceful_shutdown();
+) -> impl Future<Output = ()> + Send + 'static {
+    let watching = watchlist.watch(Arc::clone(&connection.activity));
+    let mut io = Watched::new(io, Arc::clone(&connection.activity), header_read_timeout);
+    async move {
+        let activity = &connection.activity;
+        let http2 = tokio::select! {
+            first = first_bytes(&mut io) => match first {
+                Some(http2) => http2,
+                None => return,
+            },
+            () = activity.close_requested().cancelled() => return,
+        };
+        // Boxed: hyper keeps room for one request future per connection,
+        // idle or not, and moves an HTTP/2 stream's several times on its
+        // way to being polled; a request's future is kilobytes, its box
+        // one pointer.
+        let request_connection = Arc::clone(&connection);
+        let mut service =
+            service_fn(move |request| Box::pin(forward::handle(request, Arc::clone(&request_connection))));
+        if http2 {
+            return Box::pin(serve_http2(io, &builders, service, activity)).await;
+        }
+        loop {
+            let Some((napping, kept)) =
+                Box::pin(awake_http1(io, &builders.http1, service, &connection)).await
+            else {
+                break;
+            };
+            (io, service) = (napping, kept);
+            activity.set_napping(true);
+            let woken = nap(&mut io, activity).await;
+            activity.set_napping(false);
+            if !woken {
+                return Box::pin(close(io)).await;
             }
-        })
-        .await;
-        return log_end(result.map_err(Into::into));
+        }
+        // Named here so the block owns it: the watch ends with the task.
+        drop(watching);
     }
-    serve_http1(io, &builders.http1, service, &connection).await;
 }
 
 /// Reads the first bytes, up to what tells HTTP/2's preface from anything
@@ -177,46 +193,66 @@ async fn first_bytes<I: ClientStream>(io: &mut Watched<I>) -> Option<bool> {
     Some(first == *HTTP2_PREFACE)
 }
 
-/// HTTP/1: hyper serves requests while the connection is awake; between
-/// naps only the socket is kept.
-async fn serve_http1<I, S>(
-    mut io: Watched<I>,
+/// HTTP/2 until the connection ends; it never naps.
+async fn serve_http2<I, S>(io: Watched<I>, builders: &Builders, service: S, activity: &Activity)
+where
+    I: ClientStream,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = super::body::ProxyBody> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let executor = StreamExecutor::default();
+    let connection = builders.http2(executor.clone()).serve_connection(TokioIo::new(io), service);
+    let serving = WithStreams::new(connection, executor);
+    let (result, _) = drive(serving, activity, false, |s| {
+        if let Some(connection) = s.connection() {
+            connection.graceful_shutdown();
+        }
+    })
+    .await;
+    log_end(result.map_err(Into::into));
+}
+
+/// HTTP/1 while the connection is awake: hyper serves requests until the
+/// connection naps (the socket and the service come back, and what hyper
+/// had read is kept to replay) or ends (it is closed, or spliced to the
+/// backend after a protocol switch).
+async fn awake_http1<I, S>(
+    io: Watched<I>,
     builder: &http1::Builder,
-    mut service: S,
+    service: S,
     connection: &Connection,
-) where
+) -> Option<(Watched<I>, S)>
+where
     I: ClientStream,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = super::body::ProxyBody> + Unpin,
     S::Future: Unpin + Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let activity = &connection.activity;
-    loop {
-        let serving = AwakeHttp1(Some(Box::new(builder.serve_connection(TokioIo::new(io), service))));
-        let (parts, napped) = match drive(serving, activity, true, AwakeHttp1::graceful_shutdown).await {
+    let serving = AwakeHttp1(Some(Box::new(builder.serve_connection(TokioIo::new(io), service))));
+    let (parts, napped) =
+        match drive(serving, &connection.activity, true, AwakeHttp1::graceful_shutdown).await {
             (Ok(parts), napped) => (parts, napped),
-            (Err(e), _) => return log_end(Err(e.into())),
+            (Err(e), _) => {
+                log_end(Err(e.into()));
+                return None;
+            }
         };
-        let http1::Parts { io: taken, read_buf: leftover, service: kept, .. } = parts;
-        service = kept;
-        io = taken.into_inner();
-        if let Some(switched) = connection.switch.take() {
-            // Boxed: rare, and a splice's future is larger than a nap's.
-            return Box::pin(switched.splice(io, &leftover)).await;
-        }
-        io.replay(&leftover);
-        // hyper's whole read buffer, which `leftover` is a slice of, goes now.
-        drop(leftover);
-        if !napped || io.closed_by_client() {
-            return close(io).await;
-        }
-        activity.set_napping(true);
-        let woken = nap(&mut io, activity).await;
-        activity.set_napping(false);
-        if !woken {
-            return close(io).await;
-        }
+    let http1::Parts { io: taken, read_buf: leftover, service, .. } = parts;
+    let mut io = taken.into_inner();
+    if let Some(switched) = connection.switch.take() {
+        // Boxed: rare, and a splice's future is larger than a nap's.
+        Box::pin(switched.splice(io, &leftover)).await;
+        return None;
     }
+    io.replay(&leftover);
+    // hyper's whole read buffer, which `leftover` is a slice of, goes now.
+    drop(leftover);
+    if !napped || io.closed_by_client() {
+        close(io).await;
+        return None;
+    }
+    Some((io, service))
 }
 
 /// An awake HTTP/1 connection, driven without hyper's shutdown so its
