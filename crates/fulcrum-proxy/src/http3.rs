@@ -120,7 +120,7 @@ async fn serve_connection(quic: quinn::Connection, endpoints: Endpoints, accepto
         state: Arc::clone(&acceptor.state),
         client: ClientInfo {
             addr: peer.ip(),
-            ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value"),
+            ip: ClientInfo::ip_value(peer.ip()),
             proto: HeaderValue::from_static("https"),
             endpoints,
             cert_subject,

@@ -227,7 +227,7 @@ fn serve_connection(
         (Arc::clone(&state.builders), state.limits, state.client_certificates);
     let client = move |proto: &'static str| ClientInfo {
         addr: peer.ip(),
-        ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value"),
+        ip: ClientInfo::ip_value(peer.ip()),
         proto: HeaderValue::from_static(proto),
         endpoints,
         cert_subject: None,
