@@ -4,7 +4,7 @@
 //! appended to `X-Forwarded-For`, and the request line becomes origin-form
 //! HTTP/1.1 for the backend.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Uri, Version};
 
@@ -69,6 +69,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present & 1 != 0 {
         // `close` and `keep-alive` are the usual tokens and name no other
         // header worth looking up; anything else is removed by name.
+        // (Not through `entry`, which grows a full map before it looks.)
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -151,19 +152,22 @@ pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        None => client.ip.clone(),
-        Some(_) => {
+    // One lookup: an entry (room was reserved above, so it does not grow
+    // the map), not a get and then an insert.
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Vacant(field) => {
+            field.insert(client.ip.clone());
+        }
+        Entry::Occupied(mut field) => {
             let mut joined = Vec::with_capacity(64);
-            for value in headers.get_all(&X_FORWARDED_FOR) {
+            for value in field.iter() {
                 joined.extend_from_slice(value.as_bytes());
                 joined.extend_from_slice(b", ");
             }
             joined.extend_from_slice(client.ip.as_bytes());
-            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.ip.clone())
+            field.insert(HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.ip.clone()));
         }
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+    }
     if let Some(subject) = &client.cert_subject {
         // Only what the handshake verified: a client's own claim is dropped.
         headers.remove(&X_CLIENT_CERT_SUBJECT);
@@ -173,13 +177,15 @@ pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: bool) {
     }
     headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
 
-    let host = match headers.get(header::HOST) {
-        Some(host) => Some(host.clone()),
-        None => parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    let (host, from_authority) = match headers.get(header::HOST) {
+        Some(host) => (Some(host.clone()), false),
+        None => (parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()), true),
     };
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-        headers.entry(header::HOST).or_insert(host);
+        if from_authority {
+            headers.insert(header::HOST, host);
+        }
     }
 
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
