@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -53,8 +54,15 @@ pub struct Activity {
     closed_for_cause: AtomicBool,
     /// Draining: every HTTP/1 response says `Connection: close`.
     closing: AtomicBool,
-    /// Cancelled by the sweeper to make an awake HTTP/1 connection nap.
-    nap: Mutex<Option<CancellationToken>>,
+    /// An awake HTTP/1 connection the sweeper may ask to nap, once.
+    nap_armed: AtomicBool,
+    /// The sweeper asked it to nap (until it wakes up again).
+    nap_wanted: AtomicBool,
+    /// Wakes the connection when `nap_wanted` is set: a flag and a waker
+    /// in the connection's own state, not a child token (an allocation,
+    /// and its parent's lock, every time it wakes up), and cheap to poll
+    /// on each of the connection's wake-ups.
+    nap_waker: AtomicWaker,
     /// Reads seen at the previous sweep.
     reads_at_last_sweep: AtomicU64,
     /// Napping: holding only its socket.
@@ -78,7 +86,9 @@ impl Activity {
             close,
             closed_for_cause: AtomicBool::new(false),
             closing: AtomicBool::new(false),
-            nap: Mutex::new(None),
+            nap_armed: AtomicBool::new(false),
+            nap_wanted: AtomicBool::new(false),
+            nap_waker: AtomicWaker::new(),
             reads_at_last_sweep: AtomicU64::new(0),
             napping: AtomicBool::new(false),
             head_begun: AtomicBool::new(false),
@@ -90,12 +100,30 @@ impl Activity {
         self.napping.store(napping, Ordering::Relaxed);
     }
 
-    /// A token cancelled when this connection should nap (quiet since the
-    /// previous sweep) or close; it replaces the previous one.
-    pub fn awake(&self) -> CancellationToken {
-        let token = self.close.child_token();
-        *self.nap.lock().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
-        token
+    /// The connection is awake (again): the sweeper may ask it to nap.
+    pub fn awake(&self) {
+        self.nap_wanted.store(false, Ordering::Relaxed);
+        self.nap_armed.store(true, Ordering::Release);
+    }
+
+    /// Resolves when the sweeper asks this awake connection to nap (quiet
+    /// since the previous sweep).
+    pub fn nap_wanted(&self) -> impl Future<Output = ()> + '_ {
+        let mut registered: Option<std::task::Waker> = None;
+        std::future::poll_fn(move |cx| {
+            // Registered before the flag is read, so a request between the
+            // two is not missed; again only if the task's waker changed, as
+            // this is polled on every wake-up of the connection.
+            if !registered.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+                self.nap_waker.register(cx.waker());
+                registered = Some(cx.waker().clone());
+            }
+            if self.nap_wanted.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// Asks an awake connection that read nothing since the previous sweep,
@@ -103,10 +131,13 @@ impl Activity {
     fn nap_if_quiet(&self) {
         let reads = self.reads.load(Ordering::Relaxed);
         let quiet = self.reads_at_last_sweep.swap(reads, Ordering::Relaxed) == reads;
-        if quiet && self.is_idle() && !self.head_begun.load(Ordering::Relaxed) {
-            if let Some(nap) = self.nap.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                nap.cancel();
-            }
+        if quiet
+            && self.is_idle()
+            && !self.head_begun.load(Ordering::Relaxed)
+            && self.nap_armed.swap(false, Ordering::AcqRel)
+        {
+            self.nap_wanted.store(true, Ordering::Release);
+            self.nap_waker.wake();
         }
     }
 
@@ -582,30 +613,39 @@ mod tests {
         let list = Watchlist::start();
         let (quiet, busy, mid_head) = (Arc::new(fresh()), Arc::new(fresh()), Arc::new(fresh()));
         let _watching: Vec<_> = [&quiet, &busy, &mid_head].map(|a| list.watch(Arc::clone(a))).into();
-        let tokens = [&quiet, &busy, &mid_head].map(|a| a.awake());
-        for activity in [&quiet, &busy, &mid_head] {
+        let all = [&quiet, &busy, &mid_head];
+        let wanted = |activity: &Activity| activity.nap_wanted.load(Ordering::Acquire);
+        for activity in all {
+            activity.awake();
             read(activity);
         }
+        let waiting = Arc::clone(&quiet);
+        let quiet_naps = tokio::spawn(async move { waiting.nap_wanted().await });
+        tokio::task::yield_now().await;
         let _request = InFlightRequest::new(&busy, true);
         mid_head.head_begun.store(true, Ordering::Relaxed);
         // The first sweep sees the reads; the next finds them unchanged.
         tokio::time::sleep(SWEEP_EVERY / 2).await;
-        assert!(tokens.iter().all(|t| !t.is_cancelled()), "reads since the previous sweep");
+        assert!(all.iter().all(|a| !wanted(a)), "reads since the previous sweep");
+        assert!(!quiet_naps.is_finished());
         tokio::time::sleep(SWEEP_EVERY).await;
-        assert!(tokens[0].is_cancelled(), "quiet from one sweep to the next");
-        assert!(!tokens[1].is_cancelled(), "a request is in flight");
-        assert!(!tokens[2].is_cancelled(), "a head has begun");
+        assert!(wanted(&quiet), "quiet from one sweep to the next");
+        let woken = tokio::time::timeout(Duration::from_millis(1), quiet_naps).await;
+        woken.expect("the waiting connection is woken").expect("no panic");
+        assert!(!wanted(&busy), "a request is in flight");
+        assert!(!wanted(&mid_head), "a head has begun");
         assert!(!quiet.close_requested().is_cancelled(), "napping is not closing");
 
         quiet.set_napping(true);
         assert_eq!(list.census(), Census { awake: 2, napping: 1 });
-        // A nap's token is taken once; waking up registers a new one.
-        let again = quiet.awake();
+        // Asked once per awake spell; waking up arms it again.
+        quiet.awake();
+        assert!(!wanted(&quiet), "a new spell starts with no nap asked");
         read(&quiet);
         tokio::time::sleep(SWEEP_EVERY).await;
-        assert!(!again.is_cancelled(), "it read since the previous sweep");
+        assert!(!wanted(&quiet), "it read since the previous sweep");
         tokio::time::sleep(SWEEP_EVERY).await;
-        assert!(again.is_cancelled());
+        assert!(wanted(&quiet));
     }
 
     #[tokio::test(start_paused = true)]

@@ -308,10 +308,13 @@ where
 {
     // An HTTP/2 connection does not nap: letting go of hyper would send
     // GOAWAY to a client that may be about to open a stream.
-    let wake_up = if nap { activity.awake() } else { activity.close_requested().clone() };
+    if nap {
+        activity.awake();
+    }
     tokio::select! {
         result = &mut serving => return (result, false),
-        () = wake_up.cancelled() => {}
+        () = activity.close_requested().cancelled() => {}
+        () = activity.nap_wanted(), if nap => {}
     }
     let napped = !activity.close_requested().is_cancelled();
     if !napped && !activity.closed_for_cause() {
