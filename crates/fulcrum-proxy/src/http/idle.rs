@@ -54,14 +54,12 @@ pub struct Activity {
     closed_for_cause: AtomicBool,
     /// Draining: every HTTP/1 response says `Connection: close`.
     closing: AtomicBool,
-    /// An awake HTTP/1 connection the sweeper may ask to nap, once.
-    nap_armed: AtomicBool,
-    /// The sweeper asked it to nap (until it wakes up again).
+    /// The sweeper asked it to nap; cleared when it wakes up again, so it
+    /// is asked at most once per awake spell.
     nap_wanted: AtomicBool,
     /// Wakes the connection when `nap_wanted` is set: a flag and a waker
     /// in the connection's own state, not a child token (an allocation,
-    /// and its parent's lock, every time it wakes up), and cheap to poll
-    /// on each of the connection's wake-ups.
+    /// and its parent's lock, every time it wakes up).
     nap_waker: AtomicWaker,
     /// Reads seen at the previous sweep.
     reads_at_last_sweep: AtomicU64,
@@ -86,7 +84,6 @@ impl Activity {
             close,
             closed_for_cause: AtomicBool::new(false),
             closing: AtomicBool::new(false),
-            nap_armed: AtomicBool::new(false),
             nap_wanted: AtomicBool::new(false),
             nap_waker: AtomicWaker::new(),
             reads_at_last_sweep: AtomicU64::new(0),
@@ -102,22 +99,16 @@ impl Activity {
 
     /// The connection is awake (again): the sweeper may ask it to nap.
     pub fn awake(&self) {
-        self.nap_wanted.store(false, Ordering::Relaxed);
-        self.nap_armed.store(true, Ordering::Release);
+        self.nap_wanted.store(false, Ordering::Release);
     }
 
     /// Resolves when the sweeper asks this awake connection to nap (quiet
     /// since the previous sweep).
     pub fn nap_wanted(&self) -> impl Future<Output = ()> + '_ {
-        let mut registered: Option<std::task::Waker> = None;
-        std::future::poll_fn(move |cx| {
+        std::future::poll_fn(|cx| {
             // Registered before the flag is read, so a request between the
-            // two is not missed; again only if the task's waker changed, as
-            // this is polled on every wake-up of the connection.
-            if !registered.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
-                self.nap_waker.register(cx.waker());
-                registered = Some(cx.waker().clone());
-            }
+            // two is not missed.
+            self.nap_waker.register(cx.waker());
             if self.nap_wanted.load(Ordering::Acquire) {
                 Poll::Ready(())
             } else {
@@ -134,9 +125,8 @@ impl Activity {
         if quiet
             && self.is_idle()
             && !self.head_begun.load(Ordering::Relaxed)
-            && self.nap_armed.swap(false, Ordering::AcqRel)
+            && !self.nap_wanted.swap(true, Ordering::AcqRel)
         {
-            self.nap_wanted.store(true, Ordering::Release);
             self.nap_waker.wake();
         }
     }
@@ -608,6 +598,16 @@ mod tests {
         assert!(!watched.closed_by_client(), "the client has not closed");
     }
 
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct CountWakes(AtomicU64);
+
+    impl futures_util::task::ArcWake for CountWakes {
+        fn wake_by_ref(count: &Arc<Self>) {
+            count.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_connection_naps_after_a_quiet_sweep_unless_busy_or_mid_head_and_is_counted() {
         let list = Watchlist::start();
@@ -636,9 +636,17 @@ mod tests {
         assert!(!wanted(&mid_head), "a head has begun");
         assert!(!quiet.close_requested().is_cancelled(), "napping is not closing");
 
+        // Asked once per awake spell: later sweeps do not wake it again.
+        let wakes = Arc::new(CountWakes::default());
+        let waker = futures_util::task::waker(Arc::clone(&wakes));
+        let mut asked = std::pin::pin!(quiet.nap_wanted());
+        assert!(asked.as_mut().poll(&mut Context::from_waker(&waker)).is_ready());
+        tokio::time::sleep(SWEEP_EVERY * 2).await;
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 0, "no sweep asked again");
+
         quiet.set_napping(true);
         assert_eq!(list.census(), Census { awake: 2, napping: 1 });
-        // Asked once per awake spell; waking up arms it again.
+        // Waking up lets the sweeper ask again.
         quiet.awake();
         assert!(!wanted(&quiet), "a new spell starts with no nap asked");
         read(&quiet);
