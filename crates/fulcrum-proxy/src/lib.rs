@@ -34,6 +34,7 @@ mod listener;
 mod metrics;
 mod pool;
 mod proxy_protocol;
+mod relay;
 mod release;
 mod request_body;
 mod rng;

@@ -1,5 +1,6 @@
 //! L4 balancing: each TCP connection goes to the backend the pool picks,
-//! and bytes are copied both ways until both sides have closed. A side
+//! and bytes are relayed both ways until both sides have closed (copied,
+//! or spliced once a direction carries bulk: see `relay`). A side
 //! that half-closes (shuts down its writes) has that shutdown passed on,
 //! so request/response protocols that signal the end of input with a FIN
 //! keep working. The connect is the attempt: its outcome is recorded like
@@ -10,11 +11,6 @@ use fulcrum_balance::resilience::Outcome;
 use tokio::net::TcpStream;
 
 use crate::pool::Pool;
-
-/// Bytes buffered each way of a relayed connection: large enough that bulk
-/// transfers move in few system calls (tokio's default is 8 KiB; 32 KiB
-/// moved 1 GiB with 0.75x the CPU of HAProxy where 64 KiB took 0.93x).
-const RELAY_BUFFER: usize = 32 * 1024;
 
 /// Proxies one client connection to a backend of `pool`.
 pub async fn proxy(mut client: TcpStream, endpoints: crate::proxy_protocol::Endpoints, pool: &Pool) {
@@ -74,9 +70,10 @@ pub async fn proxy(mut client: TcpStream, endpoints: crate::proxy_protocol::Endp
             return tracing::debug!(backend = %backend.address, error = %e, "sending the PROXY header failed");
         }
     }
-    if let Err(e) =
-        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, RELAY_BUFFER, RELAY_BUFFER).await
-    {
-        tracing::debug!(backend = %backend.address, error = %e, "TCP connection ended with an error");
+    match crate::relay::relay(&mut client, &mut upstream).await {
+        Ok((up, down)) => tracing::debug!(backend = %backend.address, ?up, ?down, "TCP connection ended"),
+        Err(e) => {
+            tracing::debug!(backend = %backend.address, error = %e, "TCP connection ended with an error")
+        }
     }
 }
