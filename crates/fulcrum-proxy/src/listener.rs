@@ -120,8 +120,7 @@ pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
                     // Admitted here, in accept order, before a task exists.
                     let Some(entry) = admit(&acceptor, peer) else { continue };
                     let endpoints = bound.endpoints(&stream, peer);
-                    let acceptor = acceptor.clone();
-                    acceptor.tracker.clone().spawn(serve_connection(stream, endpoints, acceptor, entry));
+                    acceptor.tracker.spawn(serve_connection(stream, endpoints, &acceptor, entry));
                     continue;
                 };
                 if !proxied.trusted.iter().any(|net| net.contains(peer.ip())) {
@@ -129,9 +128,8 @@ pub async fn accept_loop(listener: TcpListener, acceptor: Acceptor) {
                     tracing::debug!(client = %peer, "connection refused: not trusted to send PROXY headers");
                     continue;
                 }
-                let acceptor = acceptor.clone();
                 let socket = bound.endpoints(&stream, peer);
-                acceptor.tracker.clone().spawn(serve_proxied(stream, socket, proxied, acceptor));
+                acceptor.tracker.spawn(serve_proxied(stream, socket, proxied, acceptor.clone()));
             }
             Err(e) => {
                 // Out of file descriptors or similar: ask idle connections
@@ -182,7 +180,7 @@ async fn serve_proxied(
         }
     };
     let Some(entry) = admit(&acceptor, endpoints.client) else { return };
-    serve_connection(stream, endpoints, acceptor, entry).await;
+    serve_connection(stream, endpoints, &acceptor, entry).await;
 }
 
 /// Lets `peer` in unless its network is kept out or it already has its
@@ -209,11 +207,13 @@ pub fn admit(acceptor: &Acceptor, peer: SocketAddr) -> Option<Entry> {
 /// socket options, the listener's current state, the connection's own
 /// state); the future returned is its task, and holds only what serving
 /// takes: a plain HTTP connection's is small while it waits for bytes or
-/// naps (see `l7::serve`), the rarer TLS and TCP ones are boxed.
+/// naps (see `l7::serve`), the rarer TLS and TCP ones are boxed. Only a
+/// TLS connection, which makes its own after the handshake, keeps a copy of
+/// `acceptor` (copying one takes the drain and stop tokens' locks).
 fn serve_connection(
     stream: TcpStream,
     endpoints: Endpoints,
-    acceptor: Acceptor,
+    acceptor: &Acceptor,
     entry: Entry,
 ) -> impl Future<Output = ()> + Send + 'static {
     let peer = endpoints.client;
@@ -245,7 +245,7 @@ fn serve_connection(
         Protocol::Http => Either::Left(l7::serve(
             stream,
             builders,
-            connection(&acceptor, client("http")),
+            connection(acceptor, client("http")),
             &acceptor.watchlist,
             limits.header_read_timeout,
         )),
@@ -257,6 +257,7 @@ fn serve_connection(
         Protocol::Udp => Either::Right(Box::pin(std::future::ready(()))),
         Protocol::Https => {
             let tls = state.tls.clone();
+            let acceptor = acceptor.clone();
             Either::Right(Box::pin(async move {
                 let Some(tls) = tls.map(tokio_rustls::TlsAcceptor::from) else { return };
                 // No TLS state until the client's hello arrives.
