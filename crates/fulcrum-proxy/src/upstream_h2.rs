@@ -122,18 +122,23 @@ async fn connect(target: &Target, opened: Option<Stream>) -> Result<SendRequest<
 }
 
 /// A request as an HTTP/2 backend takes it: version 2 and an absolute URI
-/// (its authority from `Host`, else the backend's address).
+/// (its authority from `Host`, else the backend's address), built from
+/// parts: the path is shared with the request's, not formatted and parsed.
 pub fn to_h2(parts: &mut http::request::Parts, backend: std::net::SocketAddr, tls: bool) {
+    use http::uri::{Authority, PathAndQuery, Scheme};
     parts.version = http::Version::HTTP_2;
-    let authority = parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map_or_else(|| backend.to_string(), str::to_string);
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let scheme = if tls { "https" } else { "http" };
-    if let Ok(uri) = format!("{scheme}://{authority}{path}").parse() {
-        parts.uri = uri;
+    let authority = match parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(host) => Authority::try_from(host),
+        None => Authority::try_from(backend.to_string()),
+    };
+    let Ok(authority) = authority else { return };
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
+    uri.authority = Some(authority);
+    uri.path_and_query =
+        Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    if let Ok(absolute) = http::Uri::from_parts(uri) {
+        parts.uri = absolute;
         // `:authority` carries it now.
         parts.headers.remove(http::header::HOST);
     }
@@ -149,6 +154,29 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+
+    fn h2_parts(target: &str, host: Option<&str>) -> http::request::Parts {
+        let mut request = http::Request::get(target);
+        if let Some(host) = host {
+            request = request.header(http::header::HOST, host);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        to_h2(&mut parts, "127.0.0.1:9001".parse().unwrap(), false);
+        parts
+    }
+
+    #[test]
+    fn a_request_for_an_h2_backend_carries_its_host_as_authority() {
+        let parts = h2_parts("/a/b?c=d", Some("api.example:8443"));
+        assert_eq!(parts.version, http::Version::HTTP_2);
+        assert_eq!(parts.uri, "http://api.example:8443/a/b?c=d");
+        assert!(parts.headers.get(http::header::HOST).is_none(), "`:authority` replaces Host");
+        let mut parts = http::Request::get("/x").body(()).unwrap().into_parts().0;
+        to_h2(&mut parts, "127.0.0.1:9001".parse().unwrap(), true);
+        assert_eq!(parts.uri, "https://127.0.0.1:9001/x", "no Host: the backend's address");
+        let absolute = h2_parts("http://other.example/p?q", Some("other.example"));
+        assert_eq!(absolute.uri, "http://other.example/p?q");
+    }
 
     /// An h2c backend on 127.0.0.1; the receiver hears of each connection
     /// it accepts (`true`) and each that ends (`false`).
