@@ -57,6 +57,19 @@ impl UpstreamError {
         }
     }
 
+    /// Whether an HTTP/2 backend refused the request without processing
+    /// it: its stream was above the last one the backend's GOAWAY kept
+    /// (a backend rotating its connections), or was reset with
+    /// REFUSED_STREAM. RFC 9113 §8.7: such a request may be sent again,
+    /// whatever its method.
+    pub fn refused_unprocessed(&self) -> bool {
+        use std::error::Error as _;
+        let Self::Send(error) = self else { return false };
+        error.source().and_then(|cause| cause.downcast_ref::<h2::Error>()).is_some_and(|h2| {
+            h2.is_remote() && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+        })
+    }
+
     /// Whether the client, not the backend, broke the exchange.
     pub fn is_client_fault(&self) -> bool {
         matches!(self, Self::ClientBody(_) | Self::BodyTooLarge)

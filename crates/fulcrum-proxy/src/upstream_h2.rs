@@ -75,27 +75,100 @@ impl Connections {
     }
 }
 
+impl Connections {
+    /// Forgets `shared` if it is still the backend's slot: its connection
+    /// refused a request, so the next one opens another.
+    fn forget(&mut self, target: &Target, shared: &Shared) {
+        if self.by_backend.get(&target.backend_key).is_some_and(|e| Arc::ptr_eq(&e.shared, shared)) {
+            self.by_backend.remove(&target.backend_key);
+        }
+    }
+}
+
 thread_local! {
     static SHARED: RefCell<Connections> = RefCell::default();
 }
 
+/// How many times a request is sent again, each time on a new connection,
+/// after its connection ended before sending it or the backend refused it
+/// unprocessed.
+const RESENDS: u32 = 2;
+
 /// Sends `request` on the backend's shared connection (opening it, or
 /// starting it on `opened`, when there is none or it closed) and waits
 /// up to `limit` for the response head.
+///
+/// A backend that rotates its connections (nginx after
+/// `keepalive_requests`, gRPC servers at their maximum connection age)
+/// ends each one with a GOAWAY, which requests may race. A request the
+/// connection ended before sending is sent again on a new connection,
+/// whatever its body. One the backend refused unprocessed (above the
+/// GOAWAY's last stream, or REFUSED_STREAM) is sent again when its body
+/// can be replayed (none, or kept for retries); a streaming body is gone,
+/// and that refusal is answered 502.
 pub async fn send(
     target: &Target,
     request: http::Request<RequestBody>,
     limit: Duration,
-    opened: Option<Stream>,
+    mut opened: Option<Stream>,
 ) -> Result<http::Response<Incoming>, UpstreamError> {
-    let shared = SHARED.with(|s| s.borrow_mut().slot(target));
-    let mut sender = shared.get_or_try_init(|| connect(target, opened)).await?.clone();
-    drop(shared);
+    let (head, body) = request.into_parts();
+    let copy = replayable(&body).map(|body| (crate::http::clone_parts(&head), body));
+    let mut request = http::Request::from_parts(head, body);
+    let mut resends = 0;
+    loop {
+        let shared = SHARED.with(|s| s.borrow_mut().slot(target));
+        let (error, unsent) = match send_on(&shared, target, request, limit, opened.take()).await {
+            Ok(response) => return Ok(response),
+            Err(failed) => failed,
+        };
+        let again = match (unsent, &copy) {
+            (Some(unsent), _) => unsent,
+            (None, Some((head, body))) if error.refused_unprocessed() => {
+                http::Request::from_parts(crate::http::clone_parts(head), RequestBody::Replay(body.clone()))
+            }
+            (None, _) => return Err(error),
+        };
+        if resends == RESENDS {
+            return Err(error);
+        }
+        tracing::debug!(backend = %target.address, %error, "sending the request again on a new connection");
+        SHARED.with(|s| s.borrow_mut().forget(target, &shared));
+        request = again;
+        resends += 1;
+    }
+}
+
+/// The body to send again, when it can be replayed.
+fn replayable(body: &RequestBody) -> Option<Option<bytes::Bytes>> {
+    match body {
+        RequestBody::Replay(bytes) => Some(bytes.clone()),
+        body if http_body::Body::is_end_stream(body) => Some(None),
+        _ => None,
+    }
+}
+
+/// One send on `shared`'s connection; a failure comes with the request
+/// when hyper did not start sending it.
+async fn send_on(
+    shared: &Shared,
+    target: &Target,
+    request: http::Request<RequestBody>,
+    limit: Duration,
+    opened: Option<Stream>,
+) -> Result<http::Response<Incoming>, (UpstreamError, Option<http::Request<RequestBody>>)> {
+    let connected = shared.get_or_try_init(|| connect(target, opened)).await;
+    let mut sender = connected.map_err(|error| (error, None))?.clone();
     let sent = async {
-        sender.ready().await.map_err(UpstreamError::Send)?;
-        sender.send_request(request).await.map_err(UpstreamError::from_send)
+        if let Err(error) = sender.ready().await {
+            return Err((UpstreamError::Send(error), Some(request)));
+        }
+        sender.try_send_request(request).await.map_err(|mut failed| {
+            let unsent = failed.take_message();
+            (UpstreamError::from_send(failed.into_error()), unsent)
+        })
     };
-    tokio::time::timeout(limit, sent).await.map_err(|_| UpstreamError::ResponseTimeout)?
+    tokio::time::timeout(limit, sent).await.map_err(|_| (UpstreamError::ResponseTimeout, None))?
 }
 
 async fn connect(target: &Target, opened: Option<Stream>) -> Result<SendRequest<RequestBody>, UpstreamError> {
@@ -222,6 +295,93 @@ mod tests {
         *request.version_mut() = http::Version::HTTP_2;
         let response = send(target, request, Duration::from_secs(5), None).await.unwrap();
         assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+
+    /// One HTTP/2 frame: its 9-byte header, then `payload`.
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend_from_slice(&[kind, flags]);
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// The next frame's type, flags and stream; `None` at the end.
+    async fn read_frame(stream: &mut tokio::net::TcpStream) -> Option<(u8, u8, u32)> {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0; 9];
+        stream.read_exact(&mut head).await.ok()?;
+        let mut payload = vec![0; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
+        stream.read_exact(&mut payload).await.ok()?;
+        Some((head[3], head[4], u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff))
+    }
+
+    /// An h2c backend (frames written by hand) that rotates its first
+    /// connection as nginx does at `keepalive_requests`: once `racing`
+    /// requests have arrived it sends GOAWAY keeping only the first and
+    /// answers that one, leaving the connection open until the client
+    /// closes it; later connections answer every request. Counts its
+    /// connections.
+    async fn rotating_backend(racing: usize) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const OK: u8 = 0x88; // HPACK: `:status: 200` from the static table
+        const END_STREAM_AND_HEADERS: u8 = 0x5;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let first = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                tokio::spawn(async move {
+                    let mut preface = [0; 24];
+                    stream.read_exact(&mut preface).await.unwrap();
+                    stream.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+                    let mut requests = Vec::new();
+                    while let Some((kind, flags, id)) = read_frame(&mut stream).await {
+                        let reply = match kind {
+                            4 if flags & 1 == 0 => frame(4, 1, 0, &[]),
+                            1 if !first => frame(1, END_STREAM_AND_HEADERS, id, &[OK]),
+                            1 if requests.len() < racing => {
+                                requests.push(id);
+                                if requests.len() < racing {
+                                    continue;
+                                }
+                                let kept = requests[0];
+                                let mut go_away = kept.to_be_bytes().to_vec();
+                                go_away.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR
+                                stream.write_all(&frame(7, 0, 0, &go_away)).await.unwrap();
+                                frame(1, END_STREAM_AND_HEADERS, kept, &[OK])
+                            }
+                            _ => continue,
+                        };
+                        stream.write_all(&reply).await.unwrap();
+                    }
+                });
+            }
+        });
+        (address, connections)
+    }
+
+    #[tokio::test]
+    async fn requests_a_rotating_backend_refused_unprocessed_are_sent_again_on_a_new_connection() {
+        const RACING: usize = 8;
+        let (address, connections) = rotating_backend(RACING).await;
+        let to = target(address, 3);
+        let requests = (0..RACING).map(|_| {
+            let mut request = http::Request::new(RequestBody::Replay(None));
+            *request.uri_mut() = format!("http://{address}/").parse().unwrap();
+            *request.version_mut() = http::Version::HTTP_2;
+            send(&to, request, Duration::from_secs(5), None)
+        });
+        let answers = futures_util::future::join_all(requests).await;
+        let statuses: Vec<_> = answers.iter().map(|a| a.as_ref().map(|r| r.status().as_u16())).collect();
+        assert!(statuses.iter().all(|s| matches!(s, Ok(200))), "{statuses:?}");
+        assert_eq!(
+            connections.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "one rotation, one new connection"
+        );
     }
 
     #[tokio::test]

@@ -182,7 +182,7 @@ async fn serve_request(
     });
     let logging = access_log.map(|log| (log, request_id(&mut parts)));
     // The client's request line and headers as received, for the log.
-    let original = logging.as_ref().map(|_| clone_parts(&parts));
+    let original = logging.as_ref().map(|_| headers::clone_parts(&parts));
     let log = |mut response: Response<ProxyBody>, pool: Option<&Pool>, attempted: Attempted| {
         if let (Some(route), Some(variables)) = (route, &variables) {
             rewrite::apply(response.headers_mut(), &route.response_headers, variables);
@@ -390,7 +390,7 @@ async fn mirror_copy(
         pool.config.retries.as_ref().map_or(fulcrum_config::DEFAULT_MAX_REPLAY_BODY, |r| r.max_replay_body);
     let body = replayable(body, parts, limit).await?;
     match &body {
-        RequestBody::Replay(bytes) => mirror.send(clone_parts(parts), bytes.clone(), endpoints),
+        RequestBody::Replay(bytes) => mirror.send(headers::clone_parts(parts), bytes.clone(), endpoints),
         _ => mirror.slots.count(crate::release::mirror::MirrorResult::TooLarge),
     }
     Ok(body)
@@ -572,7 +572,7 @@ async fn forward(
         let head = match (&parts, retry_possible) {
             (Some(head), true) => {
                 tried.push(backend.id);
-                clone_parts(head)
+                headers::clone_parts(head)
             }
             _ => parts.take().expect("the request head is taken only by the last attempt"),
         };
@@ -771,15 +771,6 @@ async fn replayable(
         Ok(collected) => Ok(RequestBody::Replay(Some(collected.to_bytes()))),
         Err(_) => Err(respond::plain(StatusCode::BAD_REQUEST, "the request body could not be read\n")),
     }
-}
-
-fn clone_parts(parts: &Parts) -> Parts {
-    let mut request = Request::new(());
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = parts.uri.clone();
-    *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers.clone();
-    request.into_parts().0
 }
 
 fn is_gateway_status(status: StatusCode) -> bool {

@@ -224,6 +224,17 @@ pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
     }
 }
 
+/// A copy of a request head (method, target, version, headers; not its
+/// extensions), to send the request again or to log it as received.
+pub fn clone_parts(parts: &Parts) -> Parts {
+    let mut request = http::Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request.into_parts().0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
