@@ -73,9 +73,7 @@ impl Connections {
         entry.last_used = now;
         Arc::clone(&entry.shared)
     }
-}
 
-impl Connections {
     /// Forgets `shared` if it is still the backend's slot: its connection
     /// refused a request, so the next one opens another.
     fn forget(&mut self, target: &Target, shared: &Shared) {
@@ -113,7 +111,7 @@ pub async fn send(
     mut opened: Option<Stream>,
 ) -> Result<http::Response<Incoming>, UpstreamError> {
     let (head, body) = request.into_parts();
-    let copy = replayable(&body).map(|body| (crate::http::clone_parts(&head), body));
+    let copy = body_to_resend(&body).map(|body| (crate::http::clone_parts(&head), body));
     let mut request = http::Request::from_parts(head, body);
     let mut resends = 0;
     loop {
@@ -139,8 +137,9 @@ pub async fn send(
     }
 }
 
-/// The body to send again, when it can be replayed.
-fn replayable(body: &RequestBody) -> Option<Option<bytes::Bytes>> {
+/// The body to send again, when it can be replayed (unlike the client's
+/// streaming body, which is read once).
+fn body_to_resend(body: &RequestBody) -> Option<Option<bytes::Bytes>> {
     match body {
         RequestBody::Replay(bytes) => Some(bytes.clone()),
         body if http_body::Body::is_end_stream(body) => Some(None),
