@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A new TLS connection per request, with every balancer on the same TLS version.
+"""perfsuite's TLS paths, with every balancer on the same TLS version.
 
 perfsuite.py's `tls-handshake` (wrk over https with `Connection: close`, so
 one handshake per request, each resuming the session of the one before)
@@ -9,7 +9,8 @@ own default configuration. nginx 1.22 does not enable TLS 1.3 by default
 ticket resumption has no key exchange and issues no new ticket; Fulcrum
 and HAProxy answer in TLS 1.3, whose resumption always runs an ECDHE
 exchange (RFC 8446 §2.2, `psk_dhe_ke`: forward secrecy) and issues new
-tickets. This script measures the same load twice, once per version:
+tickets. This script measures the same load (`tls-handshake` by default,
+or `tls-keepalive` with `--scenario`) twice, once per version:
 
 - TLS 1.2: wrk's OpenSSL is capped at TLS 1.2 (`MaxProtocol`, through an
   `OPENSSL_CONF` file), the balancers keep their configs;
@@ -18,9 +19,9 @@ tickets. This script measures the same load twice, once per version:
 
 Before each measurement it checks with `openssl s_client` which version
 the balancer speaks and that a second connection resumes the first's
-session, and prints both beside the CPU per handshake.
+session, and prints both beside the CPU per request.
 
-    scripts/tls_versions.py --rounds 3 --secs 5
+    scripts/tls_versions.py --rounds 3 --secs 5 [--scenario tls-keepalive]
 
 Needs what scripts/bench.sh needs plus the `openssl` command; BENCH_DIR
 (default ../shared/bench) points at the benchmark scripts, and
@@ -42,7 +43,6 @@ sys.path.insert(0, BENCH)
 import lbbench as lb  # noqa: E402
 import perfsuite as ps  # noqa: E402
 
-SCENARIO = "tls-handshake"
 CAP_AT_TLS12 = """openssl_conf = default_conf
 [default_conf]
 ssl_conf = ssl_sect
@@ -83,10 +83,10 @@ def negotiated(env):
     return (version.group(1) if version else "?"), re.search(r"^Reused,", runs[1], re.M) is not None
 
 
-def measure(name, version, secs, env):
-    """CPU µs per handshake for balancer `name`, after checking what it speaks."""
+def measure(name, scenario, version, secs, env):
+    """CPU µs per request for balancer `name`, after checking what it speaks."""
     ps.cfg = config_for(version)
-    command = ps.cfg(name, SCENARIO)
+    command = ps.cfg(name, scenario)
     process = subprocess.Popen(command, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     try:
@@ -96,7 +96,7 @@ def measure(name, version, secs, env):
     finally:
         lb.stop(process)
         time.sleep(0.5)
-    result = ps.measure(name, SCENARIO, secs)
+    result = ps.measure(name, scenario, secs)
     if result.get("error"):
         return None, result["error"]
     return result["cpu_per_unit_us"], f"{spoken}{', resumed' if resumed else ', NOT resumed'}"
@@ -106,6 +106,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--secs", type=int, default=5)
+    ap.add_argument("--scenario", default="tls-handshake", choices=["tls-handshake", "tls-keepalive"])
     a = ap.parse_args()
     ps.FULCRUM = os.path.join(ROOT, "target", "release", "fulcrum")
     contenders = ["fulcrum"] + [peer for peer in ("haproxy", "nginx") if shutil.which(peer)]
@@ -124,9 +125,9 @@ def main():
                 if version == "1.2":
                     os.environ["OPENSSL_CONF"] = cap.name
                 for name in contenders:
-                    cpu, note = measure(name, version, a.secs, dict(os.environ))
+                    cpu, note = measure(name, a.scenario, version, a.secs, dict(os.environ))
                     print(f"round {r + 1} TLS {version} {name}: "
-                          + (f"{cpu:.1f} µs per handshake ({note})" if cpu else note), flush=True)
+                          + (f"{cpu:.1f} µs per request ({note})" if cpu else note), flush=True)
                     if cpu:
                         results.setdefault((version, name), []).append(cpu)
                         spoken[(version, name)] = note
@@ -136,7 +137,7 @@ def main():
         os.unlink(cap.name)
         if backends:
             lb.stop(backends)
-    print("\nmedians, CPU µs per handshake; ratio = Fulcrum ÷ the best peer on the same version")
+    print(f"\n{a.scenario}: medians, CPU µs per request; ratio = Fulcrum ÷ the best peer on the same version")
     for version in ("1.2", "1.3"):
         medians = {name: statistics.median(v) for (ver, name), v in results.items() if ver == version}
         peers = [m for name, m in medians.items() if name != "fulcrum"]
