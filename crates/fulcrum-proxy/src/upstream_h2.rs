@@ -94,7 +94,8 @@ const RESENDS: u32 = 2;
 
 /// Sends `request` on the backend's shared connection (opening it, or
 /// starting it on `opened`, when there is none or it closed) and waits
-/// up to `limit` for the response head.
+/// up to `limit` for the response head (each send again waits anew: at
+/// most [`RESENDS`] more, after refusals that arrive before their limit).
 ///
 /// A backend that rotates its connections (nginx after
 /// `keepalive_requests`, gRPC servers at their maximum connection age)
@@ -315,16 +316,26 @@ mod tests {
         Some((head[3], head[4], u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff))
     }
 
-    /// An h2c backend (frames written by hand) that rotates its first
-    /// connection as nginx does at `keepalive_requests`: once `racing`
-    /// requests have arrived it sends GOAWAY keeping only the first and
-    /// answers that one, leaving the connection open until the client
-    /// closes it; later connections answer every request. Counts its
+    /// How a hand-framed backend treats its first connection's requests.
+    #[derive(Clone, Copy)]
+    enum FirstConnection {
+        /// Once this many requests have arrived, GOAWAY keeping only the
+        /// first, answer that one and leave the connection open until the
+        /// client closes it (nginx at `keepalive_requests`).
+        RotateAfter(usize),
+        /// Reset the first request's stream with REFUSED_STREAM and answer
+        /// every later one (a backend at its concurrency limit).
+        RefuseFirst,
+    }
+
+    /// An h2c backend (frames written by hand) whose first connection
+    /// follows `script`; later connections answer every request. Counts its
     /// connections.
-    async fn rotating_backend(racing: usize) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    async fn scripted_backend(script: FirstConnection) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         const OK: u8 = 0x88; // HPACK: `:status: 200` from the static table
         const END_STREAM_AND_HEADERS: u8 = 0x5;
+        const REFUSED_STREAM: u32 = 0x7;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -338,10 +349,18 @@ mod tests {
                     stream.write_all(&frame(4, 0, 0, &[])).await.unwrap();
                     let mut requests = Vec::new();
                     while let Some((kind, flags, id)) = read_frame(&mut stream).await {
-                        let reply = match kind {
-                            4 if flags & 1 == 0 => frame(4, 1, 0, &[]),
-                            1 if !first => frame(1, END_STREAM_AND_HEADERS, id, &[OK]),
-                            1 if requests.len() < racing => {
+                        let reply = match (kind, first, script) {
+                            (4, ..) if flags & 1 == 0 => frame(4, 1, 0, &[]),
+                            (1, false, _) => frame(1, END_STREAM_AND_HEADERS, id, &[OK]),
+                            (1, true, FirstConnection::RefuseFirst) => {
+                                requests.push(id);
+                                if requests.len() == 1 {
+                                    frame(3, 0, id, &REFUSED_STREAM.to_be_bytes())
+                                } else {
+                                    frame(1, END_STREAM_AND_HEADERS, id, &[OK])
+                                }
+                            }
+                            (1, true, FirstConnection::RotateAfter(racing)) if requests.len() < racing => {
                                 requests.push(id);
                                 if requests.len() < racing {
                                     continue;
@@ -365,7 +384,7 @@ mod tests {
     #[tokio::test]
     async fn requests_a_rotating_backend_refused_unprocessed_are_sent_again_on_a_new_connection() {
         const RACING: usize = 8;
-        let (address, connections) = rotating_backend(RACING).await;
+        let (address, connections) = scripted_backend(FirstConnection::RotateAfter(RACING)).await;
         let to = target(address, 3);
         let requests = (0..RACING).map(|_| {
             let mut request = http::Request::new(RequestBody::Replay(None));
@@ -380,6 +399,24 @@ mod tests {
             connections.load(std::sync::atomic::Ordering::SeqCst),
             2,
             "one rotation, one new connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_refused_with_refused_stream_is_sent_again_on_a_new_connection() {
+        let (address, connections) = scripted_backend(FirstConnection::RefuseFirst).await;
+        let to = target(address, 4);
+        let mut request = http::Request::new(RequestBody::Replay(None));
+        *request.uri_mut() = format!("http://{address}/").parse().unwrap();
+        *request.version_mut() = http::Version::HTTP_2;
+        let response = send(&to, request, Duration::from_secs(5), None).await;
+        assert_eq!(response.map(|r| r.status().as_u16()).ok(), Some(200));
+        // The refusing connection stays open, so only forgetting its slot
+        // sends the request elsewhere.
+        assert_eq!(
+            connections.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "sent again on a new connection"
         );
     }
 
