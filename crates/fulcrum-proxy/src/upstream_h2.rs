@@ -94,8 +94,8 @@ const RESENDS: u32 = 2;
 
 /// Sends `request` on the backend's shared connection (opening it, or
 /// starting it on `opened`, when there is none or it closed) and waits
-/// up to `limit` for the response head (each send again waits anew: at
-/// most [`RESENDS`] more, after refusals that arrive before their limit).
+/// up to `limit` for the response head, sends again included: one
+/// deadline covers the first send and its at most [`RESENDS`] more.
 ///
 /// A backend that rotates its connections (nginx after
 /// `keepalive_requests`, gRPC servers at their maximum connection age)
@@ -114,10 +114,11 @@ pub async fn send(
     let (head, body) = request.into_parts();
     let copy = body_to_resend(&body).map(|body| (crate::http::clone_parts(&head), body));
     let mut request = http::Request::from_parts(head, body);
+    let deadline = Instant::now() + limit;
     let mut resends = 0;
     loop {
         let shared = SHARED.with(|s| s.borrow_mut().slot(target));
-        let (error, unsent) = match send_on(&shared, target, request, limit, opened.take()).await {
+        let (error, unsent) = match send_on(&shared, target, request, deadline, opened.take()).await {
             Ok(response) => return Ok(response),
             Err(failed) => failed,
         };
@@ -154,7 +155,7 @@ async fn send_on(
     shared: &Shared,
     target: &Target,
     request: http::Request<RequestBody>,
-    limit: Duration,
+    deadline: Instant,
     opened: Option<Stream>,
 ) -> Result<http::Response<Incoming>, (UpstreamError, Option<http::Request<RequestBody>>)> {
     let connected = shared.get_or_try_init(|| connect(target, opened)).await;
@@ -168,7 +169,7 @@ async fn send_on(
             (UpstreamError::from_send(failed.into_error()), unsent)
         })
     };
-    tokio::time::timeout(limit, sent).await.map_err(|_| (UpstreamError::ResponseTimeout, None))?
+    tokio::time::timeout_at(deadline, sent).await.map_err(|_| (UpstreamError::ResponseTimeout, None))?
 }
 
 async fn connect(target: &Target, opened: Option<Stream>) -> Result<SendRequest<RequestBody>, UpstreamError> {
@@ -326,6 +327,9 @@ mod tests {
         /// Reset the first request's stream with REFUSED_STREAM and answer
         /// every later one (a backend at its concurrency limit).
         RefuseFirst,
+        /// Reset the first request's stream with REFUSED_STREAM after
+        /// this long; later connections answer nothing.
+        RefuseLateThenStall(Duration),
     }
 
     /// An h2c backend (frames written by hand) whose first connection
@@ -351,7 +355,12 @@ mod tests {
                     while let Some((kind, flags, id)) = read_frame(&mut stream).await {
                         let reply = match (kind, first, script) {
                             (4, ..) if flags & 1 == 0 => frame(4, 1, 0, &[]),
+                            (1, false, FirstConnection::RefuseLateThenStall(_)) => continue,
                             (1, false, _) => frame(1, END_STREAM_AND_HEADERS, id, &[OK]),
+                            (1, true, FirstConnection::RefuseLateThenStall(after)) => {
+                                tokio::time::sleep(after).await;
+                                frame(3, 0, id, &REFUSED_STREAM.to_be_bytes())
+                            }
                             (1, true, FirstConnection::RefuseFirst) => {
                                 requests.push(id);
                                 if requests.len() == 1 {
@@ -417,6 +426,25 @@ mod tests {
             connections.load(std::sync::atomic::Ordering::SeqCst),
             2,
             "sent again on a new connection"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_deadline_covers_a_request_and_its_sends_again() {
+        let (address, connections) =
+            scripted_backend(FirstConnection::RefuseLateThenStall(Duration::from_secs(4))).await;
+        let to = target(address, 5);
+        let mut request = http::Request::new(RequestBody::Replay(None));
+        *request.uri_mut() = format!("http://{address}/").parse().unwrap();
+        *request.version_mut() = http::Version::HTTP_2;
+        let started = Instant::now();
+        let response = send(&to, request, Duration::from_secs(5), None).await;
+        assert!(matches!(response, Err(UpstreamError::ResponseTimeout)), "{response:?}");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2, "refused, then sent again");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "the send again waited past the request's limit"
         );
     }
 
