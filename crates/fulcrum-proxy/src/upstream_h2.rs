@@ -102,9 +102,10 @@ const RESENDS: u32 = 2;
 /// ends each one with a GOAWAY, which requests may race. A request the
 /// connection ended before sending is sent again on a new connection,
 /// whatever its body. One the backend refused unprocessed (above the
-/// GOAWAY's last stream, or REFUSED_STREAM) is sent again when its body
-/// can be replayed (none, or kept for retries); a streaming body is gone,
-/// and that refusal is answered 502.
+/// GOAWAY's last stream, or REFUSED_STREAM), or one still waiting for a
+/// free stream when the GOAWAY came, is sent again when its body can be
+/// replayed (none, or kept for retries); a streaming body is gone, and
+/// such a request is answered 502.
 pub async fn send(
     target: &Target,
     request: http::Request<RequestBody>,
@@ -124,7 +125,7 @@ pub async fn send(
         };
         let again = match (unsent, &copy) {
             (Some(unsent), _) => unsent,
-            (None, Some((head, body))) if error.refused_unprocessed() => {
+            (None, Some((head, body))) if error.refused_unprocessed() || never_opened(&error) => {
                 http::Request::from_parts(crate::http::clone_parts(head), RequestBody::Replay(body.clone()))
             }
             (None, _) => return Err(error),
@@ -137,6 +138,18 @@ pub async fn send(
         request = again;
         resends += 1;
     }
+}
+
+/// Whether hyper dropped the request before opening its stream. A request
+/// waiting for a free stream (under the backend's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`) when the connection shuts down (a
+/// GOAWAY) is dropped with hyper's "dispatch task is gone" error and not
+/// handed back (hyper 1's `proto::h2::client`, its pending `fut_ctx`);
+/// hyper has no predicate for that error, so its description is matched,
+/// and a test holds it to hyper's wording.
+#[cold]
+fn never_opened(error: &UpstreamError) -> bool {
+    matches!(error, UpstreamError::Send(e) if e.is_user() && e.to_string() == "dispatch task is gone")
 }
 
 /// The body to send again, when it can be replayed (unlike the client's
@@ -330,6 +343,11 @@ mod tests {
         /// Reset the first request's stream with REFUSED_STREAM after
         /// this long; later connections answer nothing.
         RefuseLateThenStall(Duration),
+        /// Allow one stream at a time (SETTINGS_MAX_CONCURRENT_STREAMS 1),
+        /// answer the first request, and at the second GOAWAY keeping it,
+        /// then answer it: a request the client held back for a free
+        /// stream is never opened.
+        OneStreamThenRotate,
     }
 
     /// An h2c backend (frames written by hand) whose first connection
@@ -350,13 +368,26 @@ mod tests {
                 tokio::spawn(async move {
                     let mut preface = [0; 24];
                     stream.read_exact(&mut preface).await.unwrap();
-                    stream.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+                    let settings: &[u8] = match (first, script) {
+                        (true, FirstConnection::OneStreamThenRotate) => &[0, 3, 0, 0, 0, 1],
+                        _ => &[],
+                    };
+                    stream.write_all(&frame(4, 0, 0, settings)).await.unwrap();
                     let mut requests = Vec::new();
                     while let Some((kind, flags, id)) = read_frame(&mut stream).await {
                         let reply = match (kind, first, script) {
                             (4, ..) if flags & 1 == 0 => frame(4, 1, 0, &[]),
                             (1, false, FirstConnection::RefuseLateThenStall(_)) => continue,
                             (1, false, _) => frame(1, END_STREAM_AND_HEADERS, id, &[OK]),
+                            (1, true, FirstConnection::OneStreamThenRotate) => {
+                                requests.push(id);
+                                if requests.len() == 2 {
+                                    let mut go_away = id.to_be_bytes().to_vec();
+                                    go_away.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR
+                                    stream.write_all(&frame(7, 0, 0, &go_away)).await.unwrap();
+                                }
+                                frame(1, END_STREAM_AND_HEADERS, id, &[OK])
+                            }
                             (1, true, FirstConnection::RefuseLateThenStall(after)) => {
                                 tokio::time::sleep(after).await;
                                 frame(3, 0, id, &REFUSED_STREAM.to_be_bytes())
@@ -427,6 +458,24 @@ mod tests {
             2,
             "sent again on a new connection"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_held_back_for_a_stream_when_the_backend_rotates_is_sent_on_a_new_connection() {
+        let (address, connections) = scripted_backend(FirstConnection::OneStreamThenRotate).await;
+        let to = target(address, 6);
+        let request = || {
+            let mut request = http::Request::new(RequestBody::Replay(None));
+            *request.uri_mut() = format!("http://{address}/").parse().unwrap();
+            *request.version_mut() = http::Version::HTTP_2;
+            send(&to, request, Duration::from_secs(5), None)
+        };
+        // The first answer brings the backend's one-stream limit with it.
+        assert_eq!(request().await.map(|r| r.status().as_u16()).ok(), Some(200));
+        let (kept, held_back) = tokio::join!(request(), request());
+        let statuses = [kept, held_back].map(|answer| answer.map(|r| r.status().as_u16()));
+        assert!(statuses.iter().all(|s| matches!(s, Ok(200))), "{statuses:?}");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2, "one rotation");
     }
 
     #[tokio::test(start_paused = true)]
