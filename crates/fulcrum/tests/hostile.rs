@@ -257,6 +257,38 @@ async fn a_head_trickled_one_byte_a_second_gets_408_at_the_header_read_timeout()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_slower_than_the_header_read_timeout_costs_the_connection_nothing() {
+    // The head deadline is the client's: a request received in time and
+    // served slowly neither runs out of it nor leaves it running for the
+    // next request on the connection.
+    let backend = backend(|_request| async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        text("slow")
+    })
+    .await;
+    let (listen, admin) = (local(free_port()), local(free_port()));
+    let extra = "limits = { header_read_timeout = \"1s\" }";
+    let _lb = Fulcrum::start(&config(listen, admin, backend.address, extra), admin);
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(listen).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        (0..2)
+            .map(|_| {
+                stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+                let mut chunk = [0; 1024];
+                let n = stream.read(&mut chunk).unwrap();
+                String::from_utf8_lossy(&chunk[..n]).into_owned()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let statuses: Vec<u16> = answers.iter().map(|a| status_of(a)).collect();
+    assert_eq!(statuses, [200, 200], "{answers:?}");
+    assert_eq!(backend.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_closes_after_its_last_request_saying_so() {
     let backend = named_backend("a").await;
     let (listen, admin) = (local(free_port()), local(free_port()));

@@ -2,6 +2,7 @@
 //! another backend when the policy allows) → stream the response back.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
 use fulcrum_balance::resilience::{backoff, Outcome};
@@ -125,24 +126,28 @@ impl Origin {
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Serves one request; never fails (failures are answered with a status).
-/// The request counts as in flight on its connection until its response
-/// body has been sent.
-pub async fn handle(
+/// The request counts as in flight on its connection from the moment hyper
+/// hands it over (before its future is first polled: hyper reads the
+/// connection again in between, and a head deadline must not start for a
+/// request already received) until its response body has been sent.
+pub fn handle(
     request: Request<Incoming>,
     connection: Arc<Connection>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send {
     let http1 = request.version() <= http::Version::HTTP_11;
     let in_flight = InFlightRequest::new(&connection.activity, http1);
-    // The connection's last request says so in its response, so the client
-    // sends nothing more on it (closing after it would race the next request).
-    let closing = in_flight.is_last();
-    let (parts, body) = request.into_parts();
-    let mut response = serve_request(parts, ClientBody::Hyper(body), connection).await;
-    if closing {
-        response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    async move {
+        // The connection's last request says so in its response, so the client
+        // sends nothing more on it (closing after it would race the next request).
+        let closing = in_flight.is_last();
+        let (parts, body) = request.into_parts();
+        let mut response = serve_request(parts, ClientBody::Hyper(body), connection).await;
+        if closing {
+            response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        response.body_mut().hold(in_flight);
+        Ok(response)
     }
-    response.body_mut().hold(in_flight);
-    Ok(response)
 }
 
 /// Serves one HTTP/3 request (its connection is QUIC's: never rotated).

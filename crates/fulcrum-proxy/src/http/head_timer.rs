@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::Context;
 use std::time::Duration;
 
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 /// What a client that did not finish its head in time reads before the close.
 pub const REQUEST_TIMEOUT: &[u8] =
@@ -22,9 +22,17 @@ pub const REQUEST_TIMEOUT: &[u8] =
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// One connection's head deadline.
+///
+/// A head that arrives whole is served before its deadline is ever
+/// waited on, so only its first byte's time is kept; the timer itself is
+/// made (allocated and registered) the first time a begun head is
+/// polled with no request in flight: when it came in pieces.
 #[derive(Debug)]
 pub struct HeadTimer {
     timeout: Duration,
+    /// When the pending head's first byte was read.
+    begun_at: Option<Instant>,
+    /// The pending head's deadline, once waited on.
     deadline: Option<Pin<Box<Sleep>>>,
     /// Whether the connection speaks HTTP/2 (unknown before its first bytes).
     http2: Option<bool>,
@@ -34,7 +42,7 @@ pub struct HeadTimer {
 impl HeadTimer {
     /// A timer giving each head `timeout`.
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout, deadline: None, http2: None, expired: false }
+        Self { timeout, begun_at: None, deadline: None, http2: None, expired: false }
     }
 
     /// Whether the head deadline has passed (then the connection is done:
@@ -44,25 +52,29 @@ impl HeadTimer {
         if self.expired {
             return true;
         }
-        let Some(deadline) = &mut self.deadline else { return false };
+        let Some(begun_at) = self.begun_at else { return false };
         if in_flight {
+            self.begun_at = None;
             self.deadline = None;
             return false;
         }
+        let timeout = self.timeout;
+        let deadline =
+            self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(begun_at + timeout)));
         self.expired = deadline.as_mut().poll(cx).is_ready();
         self.expired
     }
 
     /// Whether a head has begun and its deadline runs.
     pub fn begun(&self) -> bool {
-        self.deadline.is_some()
+        self.begun_at.is_some()
     }
 
     /// `bytes` were read; `in_flight`: a request is being served.
     pub fn on_read(&mut self, bytes: &[u8], in_flight: bool) {
         let http2 = *self.http2.get_or_insert_with(|| bytes.starts_with(HTTP2_PREFACE));
-        if !http2 && !in_flight && self.deadline.is_none() {
-            self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
+        if !http2 && !in_flight && self.begun_at.is_none() {
+            self.begun_at = Some(Instant::now());
         }
     }
 }
