@@ -22,27 +22,33 @@ pub const REQUEST_TIMEOUT: &[u8] =
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// One connection's head deadline.
-///
-/// A head that arrives whole is served before its deadline is ever
-/// waited on, so only its first byte's time is kept; the timer itself is
-/// made (allocated and registered) the first time a begun head is
-/// polled with no request in flight: when it came in pieces.
 #[derive(Debug)]
 pub struct HeadTimer {
     timeout: Duration,
-    /// When the pending head's first byte was read.
-    begun_at: Option<Instant>,
-    /// The pending head's deadline, once waited on.
-    deadline: Option<Pin<Box<Sleep>>>,
+    head: Head,
     /// Whether the connection speaks HTTP/2 (unknown before its first bytes).
     http2: Option<bool>,
     expired: bool,
 }
 
+/// Where the pending head stands. A head that arrives whole is served
+/// before its deadline is ever waited on, so only its first byte's time
+/// is kept; the timer is made (allocated and registered) the first time a
+/// begun head is polled with no request in flight: when it came in pieces.
+#[derive(Debug)]
+enum Head {
+    /// None pending.
+    Idle,
+    /// Its first byte was read then.
+    Begun(Instant),
+    /// Its deadline, being waited on.
+    Waiting(Pin<Box<Sleep>>),
+}
+
 impl HeadTimer {
     /// A timer giving each head `timeout`.
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout, begun_at: None, deadline: None, http2: None, expired: false }
+        Self { timeout, head: Head::Idle, http2: None, expired: false }
     }
 
     /// Whether the head deadline has passed (then the connection is done:
@@ -52,29 +58,28 @@ impl HeadTimer {
         if self.expired {
             return true;
         }
-        let Some(begun_at) = self.begun_at else { return false };
         if in_flight {
-            self.begun_at = None;
-            self.deadline = None;
+            self.head = Head::Idle;
             return false;
         }
-        let timeout = self.timeout;
-        let deadline =
-            self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(begun_at + timeout)));
+        if let Head::Begun(first_byte) = self.head {
+            self.head = Head::Waiting(Box::pin(tokio::time::sleep_until(first_byte + self.timeout)));
+        }
+        let Head::Waiting(deadline) = &mut self.head else { return false };
         self.expired = deadline.as_mut().poll(cx).is_ready();
         self.expired
     }
 
     /// Whether a head has begun and its deadline runs.
     pub fn begun(&self) -> bool {
-        self.begun_at.is_some()
+        !matches!(self.head, Head::Idle)
     }
 
     /// `bytes` were read; `in_flight`: a request is being served.
     pub fn on_read(&mut self, bytes: &[u8], in_flight: bool) {
         let http2 = *self.http2.get_or_insert_with(|| bytes.starts_with(HTTP2_PREFACE));
-        if !http2 && !in_flight && self.begun_at.is_none() {
-            self.begun_at = Some(Instant::now());
+        if !http2 && !in_flight && matches!(self.head, Head::Idle) {
+            self.head = Head::Begun(Instant::now());
         }
     }
 }
