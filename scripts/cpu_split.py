@@ -46,16 +46,21 @@ def tree_cpu_split(pid):
     return user + system
 
 
+def h1_command(name, fulcrum=FULCRUM):
+    """The command running contender `name` for lbbench's keep-alive load,
+    with the shared benchmarks' configs."""
+    return {
+        "fulcrum": f"{fulcrum} run -c {BENCH}/fulcrum.toml",
+        "haproxy": f"haproxy -db -f {BENCH}/peers/lb.haproxy.cfg",
+        "nginx": f"nginx -p /tmp/lbbench -c {BENCH}/peers/lb.nginx.conf",
+    }[name]
+
+
 def run(scenario, name, secs):
     """One measurement: (user, system) per unit of work, or None."""
     if scenario == "h1":
-        commands = {
-            "fulcrum": f"{FULCRUM} run -c {BENCH}/fulcrum.toml",
-            "haproxy": f"haproxy -db -f {BENCH}/peers/lb.haproxy.cfg",
-            "nginx": f"nginx -p /tmp/lbbench -c {BENCH}/peers/lb.nginx.conf",
-        }
         os.makedirs("/tmp/lbbench", exist_ok=True)
-        result = lb.measure(name, commands[name], secs, 64)
+        result = lb.measure(name, h1_command(name), secs, 64)
     else:
         ps.FULCRUM = FULCRUM
         result = ps.measure(name, scenario, secs)

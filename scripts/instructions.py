@@ -35,6 +35,7 @@ BENCH = os.path.realpath(os.environ.get("BENCH_DIR", os.path.join(ROOT, "..", "s
 sys.path.insert(0, BENCH)
 import lbbench as lb  # noqa: E402
 import perfsuite as ps  # noqa: E402
+from cpu_split import h1_command  # noqa: E402
 
 OUT = "/tmp/instructions"
 
@@ -42,11 +43,7 @@ OUT = "/tmp/instructions"
 def command(contender, scenario, fulcrum):
     """The contender's command line for the scenario, from the benchmarks' configs."""
     if scenario == "h1":
-        return {
-            "fulcrum": f"{fulcrum} run -c {BENCH}/fulcrum.toml",
-            "haproxy": f"haproxy -db -f {BENCH}/peers/lb.haproxy.cfg",
-            "nginx": f"nginx -p /tmp/lbbench -c {BENCH}/peers/lb.nginx.conf",
-        }[contender]
+        return h1_command(contender, fulcrum)
     ps.FULCRUM = fulcrum
     return ps.cfg(contender, scenario)
 

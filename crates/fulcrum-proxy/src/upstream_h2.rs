@@ -303,11 +303,16 @@ mod tests {
         }
     }
 
-    async fn get(target: &Target) {
+    /// A bodiless HTTP/2 `GET /` for the backend at `address`.
+    fn h2_get(address: SocketAddr) -> http::Request<RequestBody> {
         let mut request = http::Request::new(RequestBody::Replay(None));
-        *request.uri_mut() = format!("http://{}/", target.address).parse().unwrap();
+        *request.uri_mut() = format!("http://{address}/").parse().unwrap();
         *request.version_mut() = http::Version::HTTP_2;
-        let response = send(target, request, Duration::from_secs(5), None).await.unwrap();
+        request
+    }
+
+    async fn get(target: &Target) {
+        let response = send(target, h2_get(target.address), Duration::from_secs(5), None).await.unwrap();
         assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
     }
 
@@ -426,12 +431,7 @@ mod tests {
         const RACING: usize = 8;
         let (address, connections) = scripted_backend(FirstConnection::RotateAfter(RACING)).await;
         let to = target(address, 3);
-        let requests = (0..RACING).map(|_| {
-            let mut request = http::Request::new(RequestBody::Replay(None));
-            *request.uri_mut() = format!("http://{address}/").parse().unwrap();
-            *request.version_mut() = http::Version::HTTP_2;
-            send(&to, request, Duration::from_secs(5), None)
-        });
+        let requests = (0..RACING).map(|_| send(&to, h2_get(address), Duration::from_secs(5), None));
         let answers = futures_util::future::join_all(requests).await;
         let statuses: Vec<_> = answers.iter().map(|a| a.as_ref().map(|r| r.status().as_u16())).collect();
         assert!(statuses.iter().all(|s| matches!(s, Ok(200))), "{statuses:?}");
@@ -446,10 +446,7 @@ mod tests {
     async fn a_request_refused_with_refused_stream_is_sent_again_on_a_new_connection() {
         let (address, connections) = scripted_backend(FirstConnection::RefuseFirst).await;
         let to = target(address, 4);
-        let mut request = http::Request::new(RequestBody::Replay(None));
-        *request.uri_mut() = format!("http://{address}/").parse().unwrap();
-        *request.version_mut() = http::Version::HTTP_2;
-        let response = send(&to, request, Duration::from_secs(5), None).await;
+        let response = send(&to, h2_get(address), Duration::from_secs(5), None).await;
         assert_eq!(response.map(|r| r.status().as_u16()).ok(), Some(200));
         // The refusing connection stays open, so only forgetting its slot
         // sends the request elsewhere.
@@ -464,12 +461,7 @@ mod tests {
     async fn a_request_held_back_for_a_stream_when_the_backend_rotates_is_sent_on_a_new_connection() {
         let (address, connections) = scripted_backend(FirstConnection::OneStreamThenRotate).await;
         let to = target(address, 6);
-        let request = || {
-            let mut request = http::Request::new(RequestBody::Replay(None));
-            *request.uri_mut() = format!("http://{address}/").parse().unwrap();
-            *request.version_mut() = http::Version::HTTP_2;
-            send(&to, request, Duration::from_secs(5), None)
-        };
+        let request = || send(&to, h2_get(address), Duration::from_secs(5), None);
         // The first answer brings the backend's one-stream limit with it.
         assert_eq!(request().await.map(|r| r.status().as_u16()).ok(), Some(200));
         let (kept, held_back) = tokio::join!(request(), request());
@@ -483,11 +475,8 @@ mod tests {
         let (address, connections) =
             scripted_backend(FirstConnection::RefuseLateThenStall(Duration::from_secs(4))).await;
         let to = target(address, 5);
-        let mut request = http::Request::new(RequestBody::Replay(None));
-        *request.uri_mut() = format!("http://{address}/").parse().unwrap();
-        *request.version_mut() = http::Version::HTTP_2;
         let started = Instant::now();
-        let response = send(&to, request, Duration::from_secs(5), None).await;
+        let response = send(&to, h2_get(address), Duration::from_secs(5), None).await;
         assert!(matches!(response, Err(UpstreamError::ResponseTimeout)), "{response:?}");
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2, "refused, then sent again");
         assert_eq!(
