@@ -195,6 +195,41 @@ async fn http2_cookie_crumbs_are_joined_and_whitespace_values_refused() {
     assert_eq!(log.lock().unwrap().last().unwrap().body, b"h2 body");
 }
 
+/// Writes `pieces` on a new connection, each in its own packet (a pause
+/// between them lets the balancer read each alone), and returns the first
+/// bytes it answers.
+async fn answer_to_pieces(listen: SocketAddr, pieces: &[&[u8]]) -> Vec<u8> {
+    let mut stream = tokio::net::TcpStream::connect(listen).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stream.write_all(piece).await.unwrap();
+    }
+    let mut answer = vec![0; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer)).await.unwrap().unwrap();
+    answer.truncate(n);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_preface_or_a_request_head_split_across_packets_is_served() {
+    let backend = named_backend("ok").await;
+    let (listen, start) = start("");
+    let _lb = start(&[backend.address]);
+
+    let empty_settings: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    let answer =
+        answer_to_pieces(listen, &[b"PRI * HTTP/2.0\r\n", &[b"\r\nSM\r\n\r\n", empty_settings].concat()])
+            .await;
+    assert_eq!(answer.get(3), Some(&4), "HTTP/2 answers with its SETTINGS frame: {answer:?}");
+
+    let answer =
+        answer_to_pieces(listen, &[b"GET / HTTP/1.1\r\nHo", b"st: x\r\nconnection: close\r\n\r\n"]).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&answer));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_closed_at_the_header_read_timeout_while_others_are_served() {
     let backend = named_backend("ok").await;

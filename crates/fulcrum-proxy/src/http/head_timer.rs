@@ -34,7 +34,7 @@ pub struct HeadTimer {
 /// Where the pending head stands. A head that arrives whole is served
 /// before its deadline is ever waited on, so only its first byte's time
 /// is kept; the timer is made (allocated and registered) the first time a
-/// begun head is polled with no request in flight: when it came in pieces.
+/// read of a begun head finds nothing more: when it comes in pieces.
 #[derive(Debug)]
 enum Head {
     /// None pending.
@@ -51,22 +51,26 @@ impl HeadTimer {
         Self { timeout, head: Head::Idle, http2: None, expired: false }
     }
 
-    /// Whether the head deadline has passed (then the connection is done:
-    /// it reads as closed). `in_flight`: a request is being served, so no
-    /// head is pending.
-    pub fn poll_expired(&mut self, cx: &mut Context<'_>, in_flight: bool) -> bool {
-        if self.expired {
-            return true;
-        }
-        if in_flight {
-            self.head = Head::Idle;
-            return false;
-        }
+    /// Whether the head deadline has passed: the connection is done (it
+    /// reads as closed).
+    pub fn expired(&self) -> bool {
+        self.expired
+    }
+
+    /// A request is being served: no head is pending.
+    pub fn clear(&mut self) {
+        self.head = Head::Idle;
+    }
+
+    /// Waits on the pending head's deadline, and whether it has passed.
+    /// Called when a read finds nothing more: the timer is made (allocated
+    /// and registered) only for a head that does not arrive in one go.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
         if let Head::Begun(first_byte) = self.head {
             self.head = Head::Waiting(Box::pin(tokio::time::sleep_until(first_byte + self.timeout)));
         }
-        let Head::Waiting(deadline) = &mut self.head else { return false };
-        self.expired = deadline.as_mut().poll(cx).is_ready();
+        let Head::Waiting(deadline) = &mut self.head else { return self.expired };
+        self.expired |= deadline.as_mut().poll(cx).is_ready();
         self.expired
     }
 
@@ -89,7 +93,10 @@ mod tests {
     use super::*;
 
     fn poll(timer: &mut HeadTimer, in_flight: bool) -> bool {
-        timer.poll_expired(&mut Context::from_waker(std::task::Waker::noop()), in_flight)
+        if in_flight {
+            timer.clear();
+        }
+        timer.poll_expired(&mut Context::from_waker(std::task::Waker::noop()))
     }
 
     #[tokio::test(start_paused = true)]

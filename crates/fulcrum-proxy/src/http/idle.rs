@@ -306,6 +306,10 @@ pub struct Watched<I> {
     head_begun: bool,
     /// Read already (and counted), to hand out first.
     replay: bytes::Bytes,
+    /// Whether the socket may hold more than `replay`: if not, the read
+    /// that hands out its end does not also try the socket (a system call
+    /// that would find nothing).
+    more_after_replay: bool,
     closed_by_client: bool,
 }
 
@@ -319,6 +323,7 @@ impl<I> Watched<I> {
             head: super::head_timer::HeadTimer::new(header_read_timeout),
             head_begun: false,
             replay: bytes::Bytes::new(),
+            more_after_replay: false,
             closed_by_client: false,
         }
     }
@@ -328,7 +333,16 @@ impl<I> Watched<I> {
     pub fn replay(&mut self, bytes: &[u8]) {
         if !bytes.is_empty() {
             self.replay = [bytes, &self.replay].concat().into();
+            self.more_after_replay = true;
         }
+    }
+
+    /// Hands out a connection's first bytes before reading more; `drained`:
+    /// the read that took them found no more.
+    pub fn replay_first(&mut self, first: Vec<u8>, drained: bool) {
+        debug_assert!(self.replay.is_empty(), "the first bytes come first");
+        self.replay = first.into();
+        self.more_after_replay = !drained;
     }
 
     /// Whether nothing is left to replay.
@@ -355,12 +369,26 @@ impl<I> Watched<I> {
         I: super::serve::ClientStream,
     {
         std::future::poll_fn(move |cx| {
-            if self.head.poll_expired(cx, false) || self.io.socket().poll_read_ready(cx).is_ready() {
+            if self.head.poll_expired(cx) || self.io.socket().poll_read_ready(cx).is_ready() {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             }
         })
+    }
+}
+
+impl<I: AsyncWrite + Unpin> Watched<I> {
+    /// A request head ran out of time: the client is told so (best effort,
+    /// once: a fresh socket has room for these bytes), and the read ends
+    /// the connection.
+    fn end_late_head(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.activity.close.is_cancelled() {
+            let _ = Pin::new(&mut self.io).poll_write(cx, super::head_timer::REQUEST_TIMEOUT);
+            self.activity.close_because("its request head took longer than header_read_timeout");
+        }
+        self.closed_by_client = true;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -376,7 +404,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
             let n = this.replay.len().min(buf.remaining());
             buf.put_slice(&this.replay[..n]);
             bytes::Buf::advance(&mut this.replay, n);
-            if !this.replay.is_empty() || buf.remaining() == 0 {
+            if !this.replay.is_empty() || buf.remaining() == 0 || !this.more_after_replay {
                 return Poll::Ready(Ok(()));
             }
             // What the socket holds follows in the same read: a head that
@@ -384,14 +412,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
             // which copies it.
         }
         let in_flight = !this.activity.is_idle();
-        if this.head.poll_expired(cx, in_flight) {
-            // Best effort, once: a fresh socket has room for these bytes.
-            if !this.activity.close.is_cancelled() {
-                let _ = Pin::new(&mut this.io).poll_write(cx, super::head_timer::REQUEST_TIMEOUT);
-                this.activity.close_because("its request head took longer than header_read_timeout");
-            }
-            this.closed_by_client = true;
-            return Poll::Ready(Ok(()));
+        if in_flight {
+            this.head.clear();
+        }
+        if this.head.expired() {
+            return this.end_late_head(cx);
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
@@ -400,6 +425,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
             this.head.on_read(&buf.filled()[before..], in_flight);
         } else if matches!(polled, Poll::Ready(Ok(()))) && buf.remaining() > 0 {
             this.closed_by_client = true;
+        }
+        if polled.is_pending() && this.head.poll_expired(cx) {
+            return this.end_late_head(cx);
         }
         if this.head.begun() != this.head_begun {
             this.head_begun = !this.head_begun;
@@ -583,6 +611,23 @@ mod tests {
         client.write_all(b"HTTP/1.1\r\n").await.unwrap();
         let n = watched.read(&mut head).await.unwrap();
         assert_eq!(&head[..n], b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_first_read_that_found_no_more_is_handed_out_without_reading_again() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut watched = Watched::new(server, Arc::new(fresh()), Duration::from_secs(10));
+        watched.replay_first(b"GET / ".to_vec(), true);
+        client.write_all(b"HTTP/1.1\r\n").await.unwrap();
+        let mut head = [0; 64];
+        assert_eq!(watched.read(&mut head).await.unwrap(), 6, "the socket was drained: the replay alone");
+        assert_eq!(watched.read(&mut head).await.unwrap(), 10, "then what came since");
+
+        watched.replay_first(b"GET / ".to_vec(), false);
+        client.write_all(b"HTTP/1.1\r\n").await.unwrap();
+        let n = watched.read(&mut head).await.unwrap();
+        assert_eq!(&head[..n], b"GET / HTTP/1.1\r\n", "the first read filled its room: more is read at once");
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::forward::{self, Connection};
@@ -55,6 +55,10 @@ const DRAIN_LINGER: Duration = Duration::from_secs(1);
 /// awaited: inline, each would widen every connection's task, napping or
 /// not, by a timer entry.
 const CLOSE_WITHIN: Duration = Duration::from_secs(1);
+
+/// Most bytes the first read of a connection takes: a typical request
+/// head (HAProxy reads up to its 16 KiB buffer at once).
+const FIRST_READ: usize = 4 * 1024;
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
 const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -178,19 +182,34 @@ pub fn serve<I: ClientStream>(
     }
 }
 
-/// Reads the first bytes, up to what tells HTTP/2's preface from anything
-/// else; they are replayed to hyper. `None` when the client left first.
+/// Reads the first bytes, at least up to what tells HTTP/2's preface from
+/// anything else, and hands them back to be replayed to hyper. One read
+/// takes up to [`FIRST_READ`] bytes, so a request head usually arrives
+/// whole in the first system call. `None` when the client left first.
 async fn first_bytes<I: ClientStream>(io: &mut Watched<I>) -> Option<bool> {
-    let mut first = [0; HTTP2_PREFACE.len()];
-    let mut filled = 0;
-    while filled < first.len() && first[..filled] == HTTP2_PREFACE[..filled] {
-        match io.read(&mut first[filled..]).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => filled += n,
+    // Empty, so allocation-free, until bytes come: a connection that sends
+    // nothing holds no buffer.
+    let mut first = Vec::new();
+    let mut drained = false;
+    while first.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(&first) {
+        let read = std::future::poll_fn(|cx| {
+            // On the stack while polled, not in the connection's future;
+            // uninitialised: the read writes what it fills.
+            let mut room = [std::mem::MaybeUninit::uninit(); FIRST_READ];
+            let mut buffer = ReadBuf::uninit(&mut room);
+            let polled = std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut buffer));
+            first.extend_from_slice(buffer.filled());
+            std::task::Poll::Ready(polled.map(|()| buffer.remaining()))
+        })
+        .await;
+        match read {
+            Ok(room_left) if room_left < FIRST_READ => drained = room_left > 0,
+            _ => return None,
         }
     }
-    io.replay(&first[..filled]);
-    Some(first == *HTTP2_PREFACE)
+    let http2 = first.starts_with(HTTP2_PREFACE);
+    io.replay_first(first, drained);
+    Some(http2)
 }
 
 /// HTTP/2 until the connection ends; it never naps.
