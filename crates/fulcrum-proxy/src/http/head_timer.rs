@@ -19,15 +19,14 @@ use tokio::time::{Instant, Sleep};
 pub const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 43\r\nconnection: close\r\n\r\nthe request head took longer than allowed\r\n";
 
-const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
-
 /// One connection's head deadline.
 #[derive(Debug)]
 pub struct HeadTimer {
     timeout: Duration,
     head: Head,
-    /// Whether the connection speaks HTTP/2 (unknown before its first bytes).
-    http2: Option<bool>,
+    /// Whether the connection speaks HTTP/2 (told once its first bytes
+    /// show it: a preface may come in pieces).
+    http2: bool,
     expired: bool,
 }
 
@@ -48,7 +47,7 @@ enum Head {
 impl HeadTimer {
     /// A timer giving each head `timeout`.
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout, head: Head::Idle, http2: None, expired: false }
+        Self { timeout, head: Head::Idle, http2: false, expired: false }
     }
 
     /// Whether the head deadline has passed: the connection is done (it
@@ -74,15 +73,21 @@ impl HeadTimer {
         self.expired
     }
 
+    /// The connection speaks HTTP/2: it has no heads, and what its
+    /// preface began is no head either.
+    pub fn speaks_http2(&mut self) {
+        self.http2 = true;
+        self.head = Head::Idle;
+    }
+
     /// Whether a head has begun and its deadline runs.
     pub fn begun(&self) -> bool {
         !matches!(self.head, Head::Idle)
     }
 
-    /// `bytes` were read; `in_flight`: a request is being served.
-    pub fn on_read(&mut self, bytes: &[u8], in_flight: bool) {
-        let http2 = *self.http2.get_or_insert_with(|| bytes.starts_with(HTTP2_PREFACE));
-        if !http2 && !in_flight && matches!(self.head, Head::Idle) {
+    /// Bytes were read; `in_flight`: a request is being served.
+    pub fn on_read(&mut self, in_flight: bool) {
+        if !self.http2 && !in_flight && matches!(self.head, Head::Idle) {
             self.head = Head::Begun(Instant::now());
         }
     }
@@ -103,15 +108,15 @@ mod tests {
     async fn a_head_unfinished_at_its_deadline_expires_and_a_served_one_does_not() {
         let mut timer = HeadTimer::new(Duration::from_secs(10));
         assert!(!poll(&mut timer, false), "nothing read yet");
-        timer.on_read(b"GET / HT", false);
+        timer.on_read(false);
         tokio::time::advance(Duration::from_secs(9)).await;
-        timer.on_read(b"TP/1.1\r\n", false);
+        timer.on_read(false);
         assert!(!poll(&mut timer, false));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(poll(&mut timer, false), "10 s after the head's first byte, however it trickles");
 
         let mut served = HeadTimer::new(Duration::from_secs(10));
-        served.on_read(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", false);
+        served.on_read(false);
         assert!(!poll(&mut served, true), "its request is in flight: the head is done");
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(!poll(&mut served, false), "the next head's clock starts at its first byte");
@@ -119,8 +124,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn http2_connections_have_no_head_deadline() {
+        // Its preface's first piece began what looked like a head, whose
+        // deadline is already being waited on.
         let mut timer = HeadTimer::new(Duration::from_secs(1));
-        timer.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false);
+        timer.on_read(false);
+        assert!(!poll(&mut timer, false));
+        timer.speaks_http2();
+        timer.on_read(false);
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(!poll(&mut timer, false));
     }

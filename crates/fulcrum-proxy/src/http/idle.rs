@@ -338,11 +338,15 @@ impl<I> Watched<I> {
     }
 
     /// Hands out a connection's first bytes before reading more; `drained`:
-    /// the read that took them found no more.
-    pub fn replay_first(&mut self, first: Vec<u8>, drained: bool) {
+    /// the read that took them found no more; `http2`: they are HTTP/2's
+    /// preface, so the connection has no request-head deadline.
+    pub fn replay_first(&mut self, first: Vec<u8>, drained: bool, http2: bool) {
         debug_assert!(self.replay.is_empty(), "the first bytes come first");
         self.replay = first.into();
         self.more_after_replay = !drained;
+        if http2 {
+            self.head.speaks_http2();
+        }
     }
 
     /// Whether nothing is left to replay.
@@ -422,7 +426,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.activity.reads.fetch_add(1, Ordering::Relaxed);
-            this.head.on_read(&buf.filled()[before..], in_flight);
+            this.head.on_read(in_flight);
         } else if matches!(polled, Poll::Ready(Ok(()))) && buf.remaining() > 0 {
             this.closed_by_client = true;
         }
@@ -618,13 +622,13 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut client, server) = tokio::io::duplex(64);
         let mut watched = Watched::new(server, Arc::new(fresh()), Duration::from_secs(10));
-        watched.replay_first(b"GET / ".to_vec(), true);
+        watched.replay_first(b"GET / ".to_vec(), true, false);
         client.write_all(b"HTTP/1.1\r\n").await.unwrap();
         let mut head = [0; 64];
         assert_eq!(watched.read(&mut head).await.unwrap(), 6, "the socket was drained: the replay alone");
         assert_eq!(watched.read(&mut head).await.unwrap(), 10, "then what came since");
 
-        watched.replay_first(b"GET / ".to_vec(), false);
+        watched.replay_first(b"GET / ".to_vec(), false, false);
         client.write_all(b"HTTP/1.1\r\n").await.unwrap();
         let n = watched.read(&mut head).await.unwrap();
         assert_eq!(&head[..n], b"GET / HTTP/1.1\r\n", "the first read filled its room: more is read at once");

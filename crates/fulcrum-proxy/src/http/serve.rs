@@ -208,7 +208,7 @@ async fn first_bytes<I: ClientStream>(io: &mut Watched<I>) -> Option<bool> {
         }
     }
     let http2 = first.starts_with(HTTP2_PREFACE);
-    io.replay_first(first, drained);
+    io.replay_first(first, drained, http2);
     Some(http2)
 }
 
