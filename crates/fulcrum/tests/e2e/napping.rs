@@ -2,13 +2,11 @@
 //! and wait on their bare socket — and wake for their next requests; one
 //! with a request head begun stays awake until the head ends or its 408.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn config(listen: SocketAddr, admin: SocketAddr, backend: SocketAddr) -> String {
     format!(

@@ -7,13 +7,11 @@
 //! checked by `promtool` and against the metric names a running balancer
 //! exports.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde::Deserialize;
 use serde_json::Value;
 

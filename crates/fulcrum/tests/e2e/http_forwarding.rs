@@ -1,12 +1,10 @@
 //! HTTP forwarding end to end: balancing, headers, streaming, HTTP/2,
 //! malformed requests and the 502/503/504 answers the README documents.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;

@@ -1,12 +1,10 @@
 //! `/metrics`: the README's metric names and labels with real values, valid for
 //! `promtool check metrics` (CI installs Debian's `prometheus` package).
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 use http::Request;
 use http_body_util::BodyExt;
 

@@ -3,8 +3,6 @@
 //! follows record changes within its interval, removed backends drain with
 //! no failed request under load, and a dead DNS server changes nothing.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// A `dnsmasq` answering from a hosts file and SRV lines, on a free port

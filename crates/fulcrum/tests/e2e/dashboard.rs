@@ -2,12 +2,10 @@
 //! driven over WebDriver): the backends appear, a click on "drain" changes
 //! the backend's state through the API, and a screenshot is saved.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fantoccini::{ClientBuilder, Locator};
 use http::Request;
 use http_body_util::BodyExt;

@@ -4,12 +4,10 @@
 //! gets the connection closed and counted, and `send_proxy_protocol`
 //! hands the client on to backends that parse it (HTTP and TCP pools).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::Request;
 use ppp::PartialResult;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

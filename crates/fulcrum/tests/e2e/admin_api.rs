@@ -2,14 +2,12 @@
 //! to a live pool, re-weighing, draining, removing, reloading — and none
 //! of it lost when the process is SIGKILLed and restarted.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use http::{Method, Request};
 use http_body_util::BodyExt;
 

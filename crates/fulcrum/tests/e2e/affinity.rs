@@ -5,15 +5,13 @@
 //! sessions, a Redis outage that fails no request, and an operator's
 //! rebalance and flush.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use http::Request;
 use http_body_util::BodyExt;
 

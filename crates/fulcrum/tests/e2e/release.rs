@@ -4,15 +4,13 @@
 //! load that survive a restart, mirroring to a slow shadow that leaves the
 //! primary's latency alone, and rewrites, redirects and HSTS on the wire.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use http::Request;
 use http_body_util::BodyExt;
 

@@ -3,15 +3,13 @@
 //! the backend sees HTTP/2 with `te: trailers`, and trailers such as
 //! gRPC's `grpc-status` come back to an HTTP/2 client.
 
-mod common;
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;

@@ -4,13 +4,11 @@
 //! address in X-Forwarded-For), and its HTTP/1.1 responses advertise
 //! HTTP/3 with Alt-Svc.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::common::*;
 use bytes::{Buf, Bytes};
-use common::*;
 use http_body_util::BodyExt;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 

@@ -2,11 +2,9 @@
 //! `X-Request-Id` generated when absent and passed on, `traceparent` passed
 //! through untouched.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use http::Request;
 use http_body_util::BodyExt;
 

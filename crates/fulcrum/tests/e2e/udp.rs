@@ -3,13 +3,11 @@
 //! backend, shares are even — and killing a backend moves exactly its
 //! flows, once, when the health checks catch it.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::net::UdpSocket;
 
 /// A UDP echo backend answering `NAME:payload`, with a TCP listener on

@@ -3,13 +3,11 @@
 //! the breaker stuck, and a health prober must stop with the config
 //! generation that started it, whatever client connections still hold it.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;

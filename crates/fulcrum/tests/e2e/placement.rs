@@ -1,13 +1,11 @@
 //! Placement rules end to end: priority levels, the local zone, the
 //! client's nearest region, and slow start of an added backend.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 

@@ -3,14 +3,14 @@
 //! `redis-server`, priority classes with deadlines under overload, and the
 //! adaptive concurrency limit when backends slow down.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use http::Request;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;

@@ -3,8 +3,6 @@
 //! new process serves, the old one drains and exits, and no request fails.
 //! A broken new binary leaves the old process serving.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// `fulcrum run` started from a copy of the binary in a temp dir, so the
 /// test can replace the file as an operator installing a new version does.

@@ -1,8 +1,6 @@
 //! TCP (L4) listeners: per-connection balancing, bytes both ways, half-close.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

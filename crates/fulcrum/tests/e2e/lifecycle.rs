@@ -2,13 +2,11 @@
 //! request, a broken config is refused and the running one stays, and
 //! SIGTERM lets a slow in-flight request finish before exiting 0.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_under_load_without_failed_requests() {

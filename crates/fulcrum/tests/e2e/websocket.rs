@@ -1,8 +1,6 @@
 //! WebSocket upgrades are tunnelled through the balancer.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;

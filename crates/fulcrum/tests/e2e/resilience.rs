@@ -3,14 +3,12 @@
 //! opens and then admits exactly the half-open probes, and a flapping
 //! backend under a 60 s soak loses nothing and leaks nothing.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use http::Request;
 use http_body_util::BodyExt;
 

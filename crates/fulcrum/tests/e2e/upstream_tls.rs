@@ -4,13 +4,11 @@
 //! certificate gets the pool's, and `verify = false` connects to anything
 //! with a warning.
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;

@@ -1,11 +1,9 @@
 //! HTTPS listeners: the certificate is chosen by SNI, ALPN negotiates h2,
 //! and certificates are re-read on reload.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::Request;
 use http_body_util::BodyExt;
 

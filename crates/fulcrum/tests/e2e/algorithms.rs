@@ -1,12 +1,10 @@
 //! Every algorithm chosen by config and exercised through real HTTP.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::Request;
 use http_body_util::BodyExt;
 

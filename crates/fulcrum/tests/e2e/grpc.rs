@@ -4,15 +4,13 @@
 //! the `grpc` health check taking down a backend whose service reports
 //! NOT_SERVING (and only it).
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use tonic::codegen::{BoxFuture, Service};
 use tonic::transport::Channel;

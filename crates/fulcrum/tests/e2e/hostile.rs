@@ -3,15 +3,13 @@
 //! chunked), connection caps per address, and the admin API refusing a
 //! client that guesses its token.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Sends `request` on a new connection from `from` and returns what came
 /// back until the server closed (or 5 s passed).

@@ -3,11 +3,9 @@
 //! verified subject (and never a client's own claim of one), and a
 //! `min_version = "1.3"` listener refuses TLS 1.2.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use http::Request;
 use http_body_util::BodyExt;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};

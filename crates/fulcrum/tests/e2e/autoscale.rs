@@ -5,13 +5,11 @@
 //! cooldown passed; the exec hook sees the same decisions in its
 //! environment; the API and `/metrics` show the advice.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
