@@ -1,9 +1,7 @@
 //! Shared end-to-end harness: a real `fulcrum` process on 127.0.0.1 with
 //! a config written to a temp dir, and small in-test backends.
-#![allow(dead_code)]
 
 mod tls;
-#[allow(unused_imports)]
 pub use tls::*;
 
 use std::convert::Infallible;
