@@ -24,16 +24,17 @@ pub enum UpstreamError {
     /// No response headers within `timeouts.response_header`.
     #[error("the backend did not answer in time")]
     ResponseTimeout,
-    /// The connection broke before a response arrived.
+    /// The connection broke before a response arrived, or the response
+    /// head was malformed.
     #[error("the backend closed or reset the connection: {0}")]
-    Send(hyper::Error),
+    Send(Box<dyn std::error::Error + Send + Sync>),
     /// The pool's request timeout ran out while the backend worked.
     #[error("the request took longer than the pool's request timeout")]
     RequestTimeout,
     /// The client's request body broke (malformed chunked encoding, or the
     /// client went away): the client's fault, never the backend's.
     #[error("the client's request body could not be read: {0}")]
-    ClientBody(hyper::Error),
+    ClientBody(Box<dyn std::error::Error + Send + Sync>),
     /// The client's body went past the listener's `max_body_bytes`: the
     /// upstream request was aborted.
     #[error("the client's request body is too large")]
@@ -52,8 +53,18 @@ impl UpstreamError {
             error.source().filter(|_| error.is_user()).and_then(|c| c.downcast_ref::<BodyError>());
         match body_error {
             Some(BodyError::TooLarge(_)) => Self::BodyTooLarge,
-            Some(BodyError::Client(_)) => Self::ClientBody(error),
-            None => Self::Send(error),
+            Some(BodyError::Client(_)) => Self::ClientBody(Box::new(error)),
+            None => Self::Send(Box::new(error)),
+        }
+    }
+
+    /// A failed HTTP/1.1 exchange: the client's fault when its body
+    /// failed, else the backend's.
+    pub fn from_exchange(error: crate::upstream_h1::Error) -> Self {
+        match error {
+            crate::upstream_h1::Error::RequestBody(BodyError::TooLarge(_)) => Self::BodyTooLarge,
+            crate::upstream_h1::Error::RequestBody(BodyError::Client(error)) => Self::ClientBody(error),
+            error => Self::Send(Box::new(error)),
         }
     }
 
@@ -65,7 +76,8 @@ impl UpstreamError {
     pub fn refused_unprocessed(&self) -> bool {
         use std::error::Error as _;
         let Self::Send(error) = self else { return false };
-        error.source().and_then(|cause| cause.downcast_ref::<h2::Error>()).is_some_and(|h2| {
+        let hyper = error.downcast_ref::<hyper::Error>();
+        hyper.and_then(|e| e.source()).and_then(|cause| cause.downcast_ref::<h2::Error>()).is_some_and(|h2| {
             h2.is_remote() && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM))
         })
     }

@@ -50,6 +50,7 @@ mod tiers;
 mod tls;
 mod udp;
 mod upstream;
+mod upstream_h1;
 mod upstream_h2;
 mod upstream_overflow;
 mod upstream_tls;

@@ -60,6 +60,16 @@ impl From<hyper::Error> for BodyError {
 }
 
 impl RequestBody {
+    /// A copy to send again, when the body is kept whole (or empty): a
+    /// streaming body is read once.
+    pub fn replay_copy(&self) -> Option<Self> {
+        match self {
+            Self::Replay(bytes) => Some(Self::Replay(bytes.clone())),
+            body if body.is_end_stream() => Some(Self::Replay(None)),
+            _ => None,
+        }
+    }
+
     /// The client's `body`, which may bring at most `limit` bytes.
     pub fn streaming(body: ClientBody, limit: u64) -> Self {
         match body {

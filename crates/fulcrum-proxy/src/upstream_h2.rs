@@ -113,7 +113,7 @@ pub async fn send(
     mut opened: Option<Stream>,
 ) -> Result<http::Response<Incoming>, UpstreamError> {
     let (head, body) = request.into_parts();
-    let copy = body_to_resend(&body).map(|body| (crate::http::clone_parts(&head), body));
+    let copy = body.replay_copy().map(|body| (crate::http::clone_parts(&head), body));
     let mut request = http::Request::from_parts(head, body);
     let deadline = Instant::now() + limit;
     let mut resends = 0;
@@ -126,7 +126,10 @@ pub async fn send(
         let again = match (unsent, &copy) {
             (Some(unsent), _) => unsent,
             (None, Some((head, body))) if error.refused_unprocessed() || never_opened(&error) => {
-                http::Request::from_parts(crate::http::clone_parts(head), RequestBody::Replay(body.clone()))
+                http::Request::from_parts(
+                    crate::http::clone_parts(head),
+                    body.replay_copy().expect("a replay copies"),
+                )
             }
             (None, _) => return Err(error),
         };
@@ -149,17 +152,7 @@ pub async fn send(
 /// and a test holds it to hyper's wording.
 #[cold]
 fn never_opened(error: &UpstreamError) -> bool {
-    matches!(error, UpstreamError::Send(e) if e.is_user() && e.to_string() == "dispatch task is gone")
-}
-
-/// The body to send again, when it can be replayed (unlike the client's
-/// streaming body, which is read once).
-fn body_to_resend(body: &RequestBody) -> Option<Option<bytes::Bytes>> {
-    match body {
-        RequestBody::Replay(bytes) => Some(bytes.clone()),
-        body if http_body::Body::is_end_stream(body) => Some(None),
-        _ => None,
-    }
+    matches!(error, UpstreamError::Send(e) if e.downcast_ref::<hyper::Error>().is_some_and(|e| e.is_user() && e.to_string() == "dispatch task is gone"))
 }
 
 /// One send on `shared`'s connection; a failure comes with the request
@@ -175,7 +168,7 @@ async fn send_on(
     let mut sender = connected.map_err(|error| (error, None))?.clone();
     let sent = async {
         if let Err(error) = sender.ready().await {
-            return Err((UpstreamError::Send(error), Some(request)));
+            return Err((UpstreamError::Send(Box::new(error)), Some(request)));
         }
         sender.try_send_request(request).await.map_err(|mut failed| {
             let unsent = failed.take_message();

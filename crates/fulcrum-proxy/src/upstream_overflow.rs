@@ -11,11 +11,10 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
-use crate::request_body::RequestBody;
 use crate::upstream::Idle;
+use crate::upstream_h1::Connection;
 
 /// How long a connection may sit idle here: a burst's surplus is not kept
 /// for the pool's whole idle timeout.
@@ -36,13 +35,13 @@ pub fn put(backend_key: u64, idle: Idle, room: usize) {
 }
 
 /// The most recently kept usable connection to `backend_key`, if any.
-pub fn take(backend_key: u64) -> Option<SendRequest<RequestBody>> {
+pub fn take(backend_key: u64) -> Option<Connection> {
     let mut lists = lists();
     let list = lists.get_mut(&backend_key)?;
     let now = Instant::now();
-    while let Some(idle) = list.pop() {
+    while let Some(mut idle) = list.pop() {
         if idle.usable(now, SURPLUS_IDLE) {
-            return Some(idle.sender);
+            return Some(idle.connection);
         }
     }
     None
@@ -51,7 +50,7 @@ pub fn take(backend_key: u64) -> Option<SendRequest<RequestBody>> {
 /// Drops what closed or idled out.
 pub fn sweep(now: Instant) {
     lists().retain(|_, list| {
-        list.retain(|idle| idle.usable(now, SURPLUS_IDLE));
+        list.retain_mut(|idle| idle.usable(now, SURPLUS_IDLE));
         !list.is_empty()
     });
 }

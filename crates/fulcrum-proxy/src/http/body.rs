@@ -1,11 +1,12 @@
 //! The response body Fulcrum sends to clients: either a short message of
 //! its own (errors) or a backend's body streamed frame by frame.
 //!
-//! A streamed body carries the upstream connection and the backend's
-//! in-flight guard: when the body has been read to its end the connection
-//! goes back to the idle pool and the request stops counting as in flight;
-//! when the client goes away early, the connection is dropped (it may
-//! still hold unread bytes) and the guard with it.
+//! A streamed body carries the upstream connection (an HTTP/1.1 body
+//! reads its own) and the backend's in-flight guard: when the body has
+//! been read to its end the connection goes back to the idle pool and the
+//! request stops counting as in flight; when the client goes away early,
+//! the connection is dropped (it may still hold unread bytes) and the
+//! guard with it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,12 +16,72 @@ use bytes::Bytes;
 use fulcrum_balance::InFlight;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 
 use super::idle::InFlightRequest;
 use crate::access_log::{AccessLog, Entry};
-use crate::request_body::RequestBody;
 use crate::upstream::{self, Target};
+use crate::upstream_h1;
+
+/// An error of a body on its way to the client.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A backend's response body: read off an HTTP/1.1 connection (returned
+/// to `Target`'s pool at its end), or an HTTP/2 stream's.
+#[derive(Debug)]
+pub enum BackendBody {
+    Http1(upstream_h1::Body, Target),
+    Http2(Incoming),
+}
+
+impl BackendBody {
+    /// Returns the connection to its pool when it may be reused.
+    fn release(self) {
+        if let Self::Http1(body, target) = self {
+            if let Some(connection) = body.into_reusable() {
+                upstream::checkin(&target, connection);
+            }
+        }
+    }
+
+    /// Reads the body to its end and releases its connection.
+    pub async fn drain(mut self) -> Result<(), BoxError> {
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await {
+            frame?;
+        }
+        self.release();
+        Ok(())
+    }
+}
+
+impl Body for BackendBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Http1(body, _) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Http1(body, _) => body.is_end_stream(),
+            Self::Http2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Http1(body, _) => body.size_hint(),
+            Self::Http2(body) => body.size_hint(),
+        }
+    }
+}
 
 /// A body Fulcrum answers a client with; it holds its request's
 /// in-flight count on the client connection until it is dropped.
@@ -36,9 +97,9 @@ enum Kind {
 /// A backend's response body and what to release when it ends.
 #[derive(Debug)]
 struct UpstreamBody {
-    body: Incoming,
+    /// Taken at the end, to release its connection.
+    body: Option<BackendBody>,
     finished: bool,
-    connection: Option<(SendRequest<RequestBody>, Target)>,
     in_flight: Option<InFlight>,
     /// The admission slot, when the pool has admission control.
     ticket: Option<crate::admission::Ticket>,
@@ -53,18 +114,12 @@ impl ProxyBody {
         Self(Kind::Message(Some(Bytes::from_static(text.as_bytes()))), None)
     }
 
-    /// A backend's body; `connection` is returned to the pool at its end
-    /// (`None` for connections that must not be reused).
-    pub fn upstream(
-        body: Incoming,
-        connection: Option<(SendRequest<RequestBody>, Target)>,
-        in_flight: InFlight,
-    ) -> Self {
+    /// A backend's body; its connection is returned to the pool at its end.
+    pub fn upstream(body: BackendBody, in_flight: InFlight) -> Self {
         Self(
             Kind::Upstream(Box::new(UpstreamBody {
-                body,
+                body: Some(body),
                 finished: false,
-                connection,
                 in_flight: Some(in_flight),
                 ticket: None,
                 log: None,
@@ -106,8 +161,8 @@ impl UpstreamBody {
         self.finished = true;
         self.in_flight = None;
         self.ticket = None;
-        if let Some((sender, target)) = self.connection.take() {
-            upstream::checkin(&target, sender);
+        if let Some(body) = self.body.take() {
+            body.release();
         }
         self.write_log();
     }
@@ -121,7 +176,7 @@ impl UpstreamBody {
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        if !self.finished && self.body.is_end_stream() {
+        if !self.finished && self.body.as_ref().is_some_and(Body::is_end_stream) {
             self.finish();
         }
         // A client that went away mid-body is still logged, with what it got.
@@ -131,16 +186,17 @@ impl Drop for UpstreamBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().0 {
             Kind::Message(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(upstream) => {
-                let frame = ready!(Pin::new(&mut upstream.body).poll_frame(cx));
+                let Some(body) = &mut upstream.body else { return Poll::Ready(None) };
+                let frame = ready!(Pin::new(body).poll_frame(cx));
                 match &frame {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
@@ -149,7 +205,7 @@ impl Body for ProxyBody {
                     }
                     None => upstream.finish(),
                     Some(Err(_)) => {
-                        upstream.connection = None;
+                        upstream.body = None;
                         if let Some(in_flight) = &upstream.in_flight {
                             in_flight.load().record_error();
                         }
@@ -163,7 +219,9 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.0 {
             Kind::Message(bytes) => bytes.is_none(),
-            Kind::Upstream(upstream) => upstream.finished || upstream.body.is_end_stream(),
+            Kind::Upstream(upstream) => {
+                upstream.finished || upstream.body.as_ref().is_none_or(Body::is_end_stream)
+            }
         }
     }
 
@@ -171,7 +229,9 @@ impl Body for ProxyBody {
         match &self.0 {
             Kind::Message(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Kind::Message(None) => SizeHint::with_exact(0),
-            Kind::Upstream(upstream) => upstream.body.size_hint(),
+            Kind::Upstream(upstream) => {
+                upstream.body.as_ref().map_or(SizeHint::with_exact(0), Body::size_hint)
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::ProxyBody;
+use super::body::{BackendBody, ProxyBody};
 use super::headers::{self, ClientInfo};
 use super::idle::InFlightRequest;
 use super::{grpc, respond, rewrite, upgrade, validate};
@@ -597,12 +597,12 @@ async fn forward(
         // the client broke it: a bad or abandoned request body is never the
         // backend's failure (the attempt is dropped unrecorded).
         let (outcome, status, retryable) = match &sent {
-            Ok((response, _, _)) if pool.config.protocol.is_h2() && grpc::unavailable(response.headers()) => {
+            Ok((response, _)) if pool.config.protocol.is_h2() && grpc::unavailable(response.headers()) => {
                 // UNAVAILABLE: the backend could not serve the call (502's meaning).
                 let gateway = StatusCode::BAD_GATEWAY;
                 (Outcome::GatewayFailure, gateway, policy.is_some_and(|p| retry_on_status(p, gateway)))
             }
-            Ok((response, _, _)) => {
+            Ok((response, _)) => {
                 let status = response.status();
                 (outcome_of_status(status), status, policy.is_some_and(|p| retry_on_status(p, status)))
             }
@@ -655,7 +655,7 @@ async fn forward(
         }
         let policy = policy.expect("can_retry implies a policy");
         match &sent {
-            Ok((response, _, _)) => {
+            Ok((response, _)) => {
                 tracing::info!(backend = %backend.address, status = %response.status(), retry = retries + 1, "retrying on another backend")
             }
             Err(error) => {
@@ -670,11 +670,9 @@ async fn forward(
     }
 }
 
-/// A response's headers, the connection it came on and the request's
-/// in-flight count, which lasts until the response body ends.
-/// (No connection for HTTP/2 backends: theirs is shared.)
-pub type Sent =
-    (Response<Incoming>, Option<(hyper::client::conn::http1::SendRequest<RequestBody>, Target)>, InFlight);
+/// A response's headers, its body (which holds its HTTP/1.1 connection)
+/// and the request's in-flight count, which lasts until the body ends.
+pub type Sent = (Response<BackendBody>, InFlight);
 
 /// One attempt on `backend`: a pooled connection, the request, the
 /// response headers within the pool's timeout. (Mirrored copies go
@@ -691,9 +689,8 @@ pub async fn send(
         return Box::pin(send_h2(pool, backend, target, request, in_flight)).await;
     }
     let connection = upstream::checkout(&target).await?;
-    let (response, sender) =
-        upstream::send(&target, connection, request, pool.timeouts.response_header).await?;
-    Ok((response, Some((sender, target)), in_flight))
+    let response = upstream::send(&target, connection, request, pool.timeouts.response_header).await?;
+    Ok((response.map(|body| BackendBody::Http1(body, target)), in_flight))
 }
 
 /// One attempt on an HTTP/2 backend: the request made HTTP/2, sent on the
@@ -715,9 +712,9 @@ async fn send_h2(
         let h2 = upstream::speaks_h2(&stream);
         backend.negotiated.learn(h2);
         if !h2 {
-            let sender = upstream::over(stream, &target, false).await?;
-            let (response, sender) = upstream::send(&target, (sender, false), request, limit).await?;
-            return Ok((response, Some((sender, target)), in_flight));
+            let connection = crate::upstream_h1::Connection::new(stream);
+            let response = upstream::send(&target, (connection, false), request, limit).await?;
+            return Ok((response.map(|body| BackendBody::Http1(body, target)), in_flight));
         }
         opened = Some(stream);
     }
@@ -728,14 +725,14 @@ async fn send_h2(
     if auto && sent.is_err() {
         backend.negotiated.forget();
     }
-    Ok((sent?, None, in_flight))
+    Ok((sent?.map(BackendBody::Http2), in_flight))
 }
 
 /// Streams a backend's response to the client.
-fn finish((response, connection, in_flight): Sent) -> Response<ProxyBody> {
+fn finish((response, in_flight): Sent) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     headers::prepare_response(&mut parts.headers, false);
-    Response::from_parts(parts, ProxyBody::upstream(body, connection, in_flight))
+    Response::from_parts(parts, ProxyBody::upstream(body, in_flight))
 }
 
 /// Logs a failed attempt on `backend` and answers the client.

@@ -67,7 +67,7 @@ const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 ///
 /// Per connection and direction at most `max_header_bytes` (at least
 /// [`MIN_BUFFER`]) bytes are buffered (hyper's default is ~400 KB;
-/// upstream connections `upstream::MAX_BUFFER`): a client that reads
+/// upstream response heads `upstream_h1::MAX_HEAD`): a client that reads
 /// slowly stops the backend's body being read (backpressure), it does not
 /// grow a buffer. The same bound refuses larger request heads with 431, as
 /// do more than `max_headers` fields; an HTTP/2 header list is bounded by

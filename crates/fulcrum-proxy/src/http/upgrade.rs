@@ -11,16 +11,18 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use fulcrum_balance::InFlight;
 use http::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::body::ProxyBody;
+use super::body::{BackendBody, ProxyBody};
 use super::headers;
 use crate::error::UpstreamError;
 use crate::request_body::RequestBody;
-use crate::upstream::{self, Target};
+use crate::upstream::{self, Stream, Target};
+use crate::upstream_h1;
+use crate::upstream_tls::Offer;
 
 /// A client connection's pending protocol switch: the backend's side,
 /// waiting for the connection to hand over the client's.
@@ -30,7 +32,9 @@ pub struct Switch(Mutex<Option<Box<Switched>>>);
 /// A backend that switched protocols, waiting for its client.
 #[derive(Debug)]
 pub struct Switched {
-    backend: hyper::upgrade::OnUpgrade,
+    backend: Stream,
+    /// What the backend sent after its 101, for the client.
+    pending: BytesMut,
     address: SocketAddr,
     in_flight: InFlight,
 }
@@ -46,10 +50,10 @@ impl Switched {
     /// Splices `client` (with `early`, the bytes it sent after its request
     /// head) to the backend until either side closes.
     pub async fn splice<C: AsyncRead + AsyncWrite + Unpin>(self, mut client: C, early: &[u8]) {
-        let Self { backend, address, in_flight: _in_flight } = self;
+        let Self { mut backend, pending, address, in_flight: _in_flight } = self;
         let spliced = async {
-            let mut backend = TokioIo::new(backend.await.map_err(std::io::Error::other)?);
             backend.write_all(early).await?;
+            client.write_all(&pending).await?;
             tokio::io::copy_bidirectional(&mut client, &mut backend).await
         };
         if let Err(e) = spliced.await {
@@ -58,8 +62,8 @@ impl Switched {
     }
 }
 
-/// Forwards an upgrade request; on 101 leaves the backend's side in
-/// `switch` for the client connection to splice.
+/// Forwards an upgrade request on a connection of its own; on 101 leaves
+/// the backend's side in `switch` for the client connection to splice.
 pub async fn forward(
     mut request: Request<RequestBody>,
     target: &Target,
@@ -69,21 +73,24 @@ pub async fn forward(
 ) -> Result<Response<ProxyBody>, UpstreamError> {
     // The client's side is spliced by its connection, not through this.
     request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
-    let mut sender = upstream::connect(target, true).await?;
-    let mut response = tokio::time::timeout(response_timeout, sender.send_request(request))
+    let connection = upstream::connect(target, Offer::Http1).await?;
+    let (mut parts, body) = request.into_parts();
+    let (head, connection) = tokio::time::timeout(response_timeout, connection.send(&mut parts, body, true))
         .await
         .map_err(|_| UpstreamError::ResponseTimeout)?
-        .map_err(UpstreamError::from_send)?;
-    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    headers::prepare_response(response.headers_mut(), switching);
-    if !switching {
-        let (parts, body) = response.into_parts();
-        return Ok(Response::from_parts(parts, ProxyBody::upstream(body, None, in_flight)));
+        .map_err(|failed| UpstreamError::from_exchange(failed.error))?;
+    if head.status != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, body) = upstream_h1::Body::response(head, connection).into_parts();
+        headers::prepare_response(&mut parts.headers, false);
+        let body = BackendBody::Http1(body, target.clone());
+        return Ok(Response::from_parts(parts, ProxyBody::upstream(body, in_flight)));
     }
-    let backend = hyper::upgrade::on(&mut response);
+    let mut response = Response::new(ProxyBody::message(""));
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    headers::prepare_response(response.headers_mut(), true);
+    let (backend, pending) = connection.into_upgraded();
     *switch.0.lock().unwrap_or_else(|p| p.into_inner()) =
-        Some(Box::new(Switched { backend, address: target.address, in_flight }));
-    let (parts, body) = response.into_parts();
-    drop(body);
-    Ok(Response::from_parts(parts, ProxyBody::message("")))
+        Some(Box::new(Switched { backend, pending, address: target.address, in_flight }));
+    Ok(response)
 }

@@ -12,13 +12,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
 use crate::pool::Pool;
 use crate::proxy_protocol::Endpoints;
 use crate::request_body::RequestBody;
-use crate::upstream;
 
 /// What became of a copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,14 +132,12 @@ async fn copy(pool: &Pool, head: Parts, body: Option<Bytes>, endpoints: Endpoint
     let backend = Arc::clone(attempt.backend());
     let request = http::Request::from_parts(head, RequestBody::Replay(body));
     match crate::http::send(pool, &backend, request, &endpoints).await {
-        Ok((response, connection, _in_flight)) => {
+        Ok((response, _in_flight)) => {
             let status = response.status();
-            let read = tokio::time::timeout(pool.timeouts.idle, response.into_body().collect()).await;
+            // Read to its end, the body returns its connection to the pool.
+            let _ = tokio::time::timeout(pool.timeouts.idle, response.into_body().drain()).await;
             let outcome = crate::http::outcome_of_status(status);
             attempt.finish(outcome, status.as_u16(), crate::clock::now_nanos());
-            if let (Ok(Ok(_)), Some((sender, target))) = (read, connection) {
-                upstream::checkin(&target, sender);
-            }
             MirrorResult::Sent
         }
         Err(error) => {

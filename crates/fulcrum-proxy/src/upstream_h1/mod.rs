@@ -1,0 +1,212 @@
+//! Fulcrum's own HTTP/1.1 client for backend connections (RFC 9112).
+//!
+//! A request is written and its response read by the task that forwards
+//! it, on a connection that task holds: no connection task, no channels
+//! and no wake-ups between tasks per request (hyper's client dispatches
+//! every request through a task of its own, which cost more than a third
+//! of a proxied request's instructions). The request body streams out
+//! while the response is read (a backend may answer before the upload
+//! ends), and the response body is read by the client's side as it
+//! writes, so the connection returns to its pool the moment the body ends.
+//!
+//! The head is parsed with `httparse` (hyper's parser), its body framed
+//! as hyper frames it ([`response`]), and a connection is reused only
+//! when the backend keeps it alive, the whole request went out and no
+//! byte beyond the response came in — nginx's and HAProxy's rule.
+
+mod body;
+mod chunked;
+mod request;
+mod response;
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::BytesMut;
+use http::request::Parts;
+
+pub use body::Body;
+use request::Outgoing;
+use response::Head;
+
+use crate::request_body::{BodyError, RequestBody};
+use crate::upstream::Stream;
+
+/// Largest response head (and trailer section) accepted, as nginx's
+/// default `proxy_buffer_size` limits it to a page.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// Room kept free in the read buffer before each read.
+const READ_ROOM: usize = 8 * 1024;
+
+/// Why an exchange with a backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the backend closed the connection before answering")]
+    Closed,
+    #[error("the backend's response head is malformed: {0}")]
+    Malformed(httparse::Error),
+    #[error("the backend's response has an invalid Content-Length")]
+    InvalidLength,
+    #[error("the backend's response head is larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("the backend's chunked body is malformed")]
+    Chunk,
+    #[error("the backend closed the connection before the end of the body")]
+    IncompleteBody,
+    #[error("the backend switched protocols unasked")]
+    UnexpectedSwitch,
+    #[error("the request body ended {0} bytes short of its Content-Length")]
+    ShortRequestBody(u64),
+    #[error("the request body is longer than its Content-Length")]
+    LongRequestBody,
+    #[error(transparent)]
+    RequestBody(BodyError),
+}
+
+/// A failed exchange, and whether the backend had begun to answer.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: Error,
+    /// Nothing of a response arrived and the request may not have been
+    /// read: a request found the connection closed under it.
+    pub unanswered: bool,
+    /// Writing the request failed: the backend cannot have read all of it.
+    pub unwritten: bool,
+}
+
+/// A connection to a backend, idle or carrying one exchange (boxed: it
+/// moves between the pool, a request's future and a response body).
+#[derive(Debug)]
+pub struct Connection(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    io: Stream,
+    /// Bytes read from the backend and not yet used.
+    read: BytesMut,
+    /// What of the current request is still to be written.
+    outgoing: Option<Outgoing>,
+    /// The write buffer, kept between requests.
+    spare: BytesMut,
+}
+
+impl Connection {
+    /// HTTP/1.1 over a connected `io`.
+    pub fn new(io: Stream) -> Self {
+        Self(Box::new(Inner { io, read: BytesMut::new(), outgoing: None, spare: BytesMut::new() }))
+    }
+
+    /// Whether it can carry another request: still open, and nothing
+    /// arrived unasked (a backend's `408` before it closes, say). Polls
+    /// the socket without waiting; its readiness is the reactor's, so an
+    /// idle connection costs no system call here unless bytes or a FIN came.
+    pub fn is_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.0.read.is_empty() && self.poll_fill(&mut cx).is_pending()
+    }
+
+    /// Reads what the backend sent into the read buffer (`Ok(0)`: it closed).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let inner = &mut *self.0;
+        if inner.read.capacity() - inner.read.len() < READ_ROOM / 8 {
+            inner.read.reserve(READ_ROOM);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut inner.io), cx, &mut inner.read)
+    }
+
+    /// Writes what it can of the current request.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let inner = &mut *self.0;
+        match &mut inner.outgoing {
+            Some(outgoing) => outgoing.poll_write(&mut inner.io, cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Whether the current request was written to its end.
+    fn request_sent(&self) -> bool {
+        self.0.outgoing.as_ref().is_none_or(Outgoing::is_done)
+    }
+
+    /// Sends the request `parts` and `body` and reads the response head.
+    /// `parts` stay the caller's, to send again on another connection if
+    /// this one turns out closed. A `101` is an answer only when `upgrade`.
+    pub async fn send(
+        mut self,
+        parts: &mut Parts,
+        body: RequestBody,
+        upgrade: bool,
+    ) -> Result<(Head, Self), Failed> {
+        let spare = std::mem::take(&mut self.0.spare);
+        let outgoing = Outgoing::new(parts, body, spare).map_err(|error| Failed {
+            error,
+            unanswered: true,
+            unwritten: true,
+        })?;
+        self.0.outgoing = Some(outgoing);
+        let method = &parts.method;
+        let mut write_failed = None;
+        let head = poll_fn(|cx| {
+            if write_failed.is_none() {
+                if let Poll::Ready(Err(error)) = self.poll_write(cx) {
+                    if matches!(
+                        error,
+                        Error::RequestBody(_) | Error::ShortRequestBody(_) | Error::LongRequestBody
+                    ) {
+                        return Poll::Ready(Err(Failed { error, unanswered: true, unwritten: true }));
+                    }
+                    // The backend may have answered before it stopped
+                    // reading (a 413 mid-upload): its answer is read first.
+                    write_failed = Some(error);
+                }
+            }
+            self.poll_head(cx, method).map_err(|error| {
+                let unanswered = self.0.read.is_empty();
+                match write_failed.take() {
+                    Some(error) => Failed { error, unanswered, unwritten: true },
+                    None => Failed { error, unanswered, unwritten: false },
+                }
+            })
+        })
+        .await?;
+        if head.status == http::StatusCode::SWITCHING_PROTOCOLS && !upgrade {
+            return Err(Failed { error: Error::UnexpectedSwitch, unanswered: false, unwritten: false });
+        }
+        if write_failed.is_some() {
+            self.0.outgoing = None;
+        }
+        Ok((head, self))
+    }
+
+    /// Reads until a response head is complete.
+    fn poll_head(&mut self, cx: &mut Context<'_>, method: &http::Method) -> Poll<Result<Head, Error>> {
+        loop {
+            if !self.0.read.is_empty() {
+                if let Some(head) = response::parse(&mut self.0.read, method)? {
+                    return Poll::Ready(Ok(head));
+                }
+                if self.0.read.len() > MAX_HEAD {
+                    return Poll::Ready(Err(Error::HeadTooLarge));
+                }
+            }
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(if self.0.read.is_empty() {
+                    Error::Closed
+                } else {
+                    Error::IncompleteBody
+                }));
+            }
+        }
+    }
+
+    /// The connection after a `101`: the stream and what the backend sent
+    /// beyond the head.
+    pub fn into_upgraded(self) -> (Stream, BytesMut) {
+        let Inner { io, read, .. } = *self.0;
+        (io, read)
+    }
+}
