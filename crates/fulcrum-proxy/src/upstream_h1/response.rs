@@ -88,6 +88,9 @@ fn head_of(
     let mut headers = HeaderMap::with_capacity(spans.len());
     let mut keep_alive = version == Version::HTTP_11;
     let mut closing = false;
+    // The framing fields, noted as the fields go into the map (no lookups after).
+    let mut chunked = None;
+    let mut length = Ok(None);
     for &(name_start, name_end, value_start, value_end) in spans {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| Error::Malformed(httparse::Error::HeaderName))?;
@@ -102,23 +105,56 @@ fn head_of(
             } else if !keep_alive {
                 keep_alive = has_token(&value, "keep-alive");
             }
+        } else if name == TRANSFER_ENCODING {
+            // The last coding of the last field decides.
+            chunked = Some(
+                value
+                    .as_bytes()
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked")),
+            );
+        } else if name == CONTENT_LENGTH {
+            length = length.and_then(|known| content_length(&value, known));
         }
         headers.append(name, value);
     }
-    let framing = framing(status, version, &headers, method)?;
+    let framing = framing(status, version, method, chunked, length)?;
     // Both framings at once is how responses are smuggled: the body is
     // read as chunked, and the connection is not trusted again.
-    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+    if chunked.is_some() && !matches!(length, Ok(None)) {
         keep_alive = false;
     }
     Ok(Head { status, version, headers, framing, keep_alive: keep_alive && framing != Framing::UntilClose })
 }
 
+/// The length one `Content-Length` field gives, with `known`, what earlier
+/// ones gave: every value (comma-separated too) must be the same number.
+fn content_length(value: &HeaderValue, known: Option<u64>) -> Result<Option<u64>, ()> {
+    let mut length = known;
+    for part in value.as_bytes().split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) || part.len() > 19 {
+            return Err(());
+        }
+        let parsed = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|l| l != parsed) {
+            return Err(());
+        }
+        length = Some(parsed);
+    }
+    Ok(length)
+}
+
+/// The body's framing from the status, the request's method and what
+/// `Transfer-Encoding` (`chunked`: whether present, and ending in
+/// `chunked`) and `Content-Length` said.
 fn framing(
     status: StatusCode,
     version: Version,
-    headers: &HeaderMap,
     method: &Method,
+    chunked: Option<bool>,
+    length: Result<Option<u64>, ()>,
 ) -> Result<Framing, Error> {
     if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
@@ -126,32 +162,16 @@ fn framing(
     if method == Method::HEAD || (method == Method::CONNECT && status.is_success()) {
         return Ok(Framing::Empty);
     }
-    if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+    if let Some(chunked) = chunked {
         if version == Version::HTTP_10 {
             return Err(Error::Malformed(httparse::Error::Version));
         }
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         return Ok(if chunked { Framing::Chunked } else { Framing::UntilClose });
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) || part.len() > 19 {
-                return Err(Error::InvalidLength);
-            }
-            let parsed = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if length.is_some_and(|l| l != parsed) {
-                return Err(Error::InvalidLength);
-            }
-            length = Some(parsed);
-        }
+    match length {
+        Ok(length) => Ok(length.map_or(Framing::UntilClose, Framing::Length)),
+        Err(()) => Err(Error::InvalidLength),
     }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
 }
 
 /// Whether the comma-separated `value` lists `token` (case-insensitive).
