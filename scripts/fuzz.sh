@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 cd fuzz
-for target in config request_head affinity_cookie proxy_protocol; do
+for target in config request_head backend_response affinity_cookie proxy_protocol; do
   echo "== fuzz $target for ${seconds}s"
   mkdir -p "corpus/$target"
   cargo fuzz run --sanitizer none -O --debug-assertions "$target" "corpus/$target" "seeds/$target" -- \

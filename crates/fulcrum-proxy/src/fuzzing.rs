@@ -1,5 +1,5 @@
 //! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`): the
-//! code that reads bytes a client controls, from raw bytes, as the data
+//! code that reads bytes a client (or a backend) controls, from raw bytes, as the data
 //! path runs it. Not part of the product's API.
 
 use std::net::IpAddr;
@@ -26,6 +26,12 @@ pub fn request_head(bytes: &[u8]) {
     let Ok(request) = builder.body(()) else { return };
     let (parts, ()) = request.into_parts();
     http::decide(parts, IpAddr::from([10, 0, 0, 1]));
+}
+
+/// A backend's response as Fulcrum's HTTP/1.1 client reads it: its head
+/// and body framing, and a chunked body through the chunk decoder.
+pub fn backend_response(bytes: &[u8]) {
+    crate::upstream_h1::decode_for_fuzzing(bytes);
 }
 
 /// An affinity cookie value, opened as the pool `app` would.

@@ -88,16 +88,15 @@ struct Inner {
     io: Stream,
     /// Bytes read from the backend and not yet used.
     read: BytesMut,
-    /// What of the current request is still to be written.
+    /// What of the current request is still to be written (its buffer
+    /// is the next request's).
     outgoing: Option<Outgoing>,
-    /// The write buffer, kept between requests.
-    spare: BytesMut,
 }
 
 impl Connection {
     /// HTTP/1.1 over a connected `io`.
     pub fn new(io: Stream) -> Self {
-        Self(Box::new(Inner { io, read: BytesMut::new(), outgoing: None, spare: BytesMut::new() }))
+        Self(Box::new(Inner { io, read: BytesMut::new(), outgoing: None }))
     }
 
     /// Whether it can carry another request: still open, and nothing
@@ -141,8 +140,8 @@ impl Connection {
         body: RequestBody,
         upgrade: bool,
     ) -> Result<(Head, Self), Failed> {
-        let spare = std::mem::take(&mut self.0.spare);
-        let outgoing = Outgoing::new(parts, body, spare).map_err(|error| Failed {
+        let buffer = self.0.outgoing.take().map(Outgoing::into_buffer).unwrap_or_default();
+        let outgoing = Outgoing::new(parts, body, buffer).map_err(|error| Failed {
             error,
             unanswered: true,
             unwritten: true,
@@ -150,7 +149,7 @@ impl Connection {
         self.0.outgoing = Some(outgoing);
         let method = &parts.method;
         let mut write_failed = None;
-        let head = poll_fn(|cx| {
+        let mut head = poll_fn(|cx| {
             if write_failed.is_none() {
                 if let Poll::Ready(Err(error)) = self.poll_write(cx) {
                     if matches!(
@@ -177,6 +176,8 @@ impl Connection {
             return Err(Failed { error: Error::UnexpectedSwitch, unanswered: false, unwritten: false });
         }
         if write_failed.is_some() {
+            // What of the request went out is unknown: never reused.
+            head.keep_alive = false;
             self.0.outgoing = None;
         }
         Ok((head, self))
@@ -209,4 +210,33 @@ impl Connection {
         let Inner { io, read, .. } = *self.0;
         (io, read)
     }
+}
+
+/// What a backend sends, decoded as this client decodes it: the head
+/// (for a HEAD request when the first byte is odd, else a GET), then the
+/// body in its framing, through the same decoders, checking that
+/// decoding never yields more bytes than arrived.
+#[cfg(feature = "fuzzing")]
+pub fn decode_for_fuzzing(bytes: &[u8]) {
+    let method =
+        if bytes.first().is_some_and(|b| b % 2 == 1) { http::Method::HEAD } else { http::Method::GET };
+    let mut buf = BytesMut::from(bytes);
+    let Ok(Some(head)) = response::parse(&mut buf, &method) else { return };
+    let arrived = buf.len();
+    let mut decoded = 0;
+    match head.framing {
+        response::Framing::Empty | response::Framing::UntilClose => {}
+        response::Framing::Length(length) => decoded = length.min(arrived as u64) as usize,
+        response::Framing::Chunked => {
+            let mut state = chunked::Chunked::Size;
+            while let Ok(step) = state.step(&mut buf) {
+                match step {
+                    chunked::Step::Data(data) => decoded += data.len(),
+                    chunked::Step::Trailers(_) | chunked::Step::NeedMore => break,
+                    chunked::Step::Continue => {}
+                }
+            }
+        }
+    }
+    assert!(decoded <= arrived, "decoded {decoded} body bytes from {arrived}");
 }

@@ -69,6 +69,13 @@ impl Outgoing {
         Ok(outgoing)
     }
 
+    /// The write buffer, emptied, for the next request.
+    pub fn into_buffer(self) -> BytesMut {
+        let mut buffer = self.pending;
+        buffer.clear();
+        buffer
+    }
+
     /// Whether everything has been written and flushed.
     pub fn is_done(&self) -> bool {
         self.done
