@@ -42,8 +42,8 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// A failed send: the client's fault when the request body failed —
-    /// hyper's client reports a "user" error caused by the body's own
+    /// A failed send on an HTTP/2 connection: the client's fault when the
+    /// request body failed — hyper's client reports a "user" error caused by the body's own
     /// error, which for a forwarded body is the client connection's
     /// `hyper::Error` — else the backend's (other user errors, such as a
     /// connection task that is gone, stay the backend's).

@@ -265,8 +265,9 @@ async fn serve_request(
             );
         }
     }
-    // hyper's client sends no body for a GET or HEAD of unknown length
-    // unless told to: a client's chunked GET body is forwarded chunked.
+    // The upstream HTTP/1.1 client, like hyper's, sends no body for a GET
+    // or HEAD of unknown length unless told to: a client's chunked GET
+    // body is forwarded chunked.
     if !http_body::Body::is_end_stream(&body)
         && matches!(parts.method, Method::GET | Method::HEAD)
         && !parts.headers.contains_key(http::header::CONTENT_LENGTH)

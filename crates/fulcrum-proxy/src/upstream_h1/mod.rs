@@ -240,3 +240,131 @@ pub fn decode_for_fuzzing(bytes: &[u8]) {
     }
     assert!(decoded <= arrived, "decoded {decoded} body bytes from {arrived}");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use bytes::Bytes;
+    use http_body::Body as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::either::Either;
+
+    use super::*;
+
+    /// A connection to a backend that reads one request head and answers
+    /// it with `answer`, then keeps the connection open.
+    async fn answered_with(answer: &'static [u8]) -> Connection {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut far, _) = listener.accept().await.unwrap();
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0];
+                if far.read(&mut byte).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            far.write_all(answer).await.unwrap();
+            // Held open until the client side goes.
+            let _ = far.read(&mut [0; 1]).await;
+        });
+        Connection::new(Either::Left(near))
+    }
+
+    fn get() -> Parts {
+        http::Request::get("/").header("host", "b").body(()).unwrap().into_parts().0
+    }
+
+    type Read = (Vec<u8>, Option<http::HeaderMap>, Option<Connection>);
+
+    /// The body's data and trailers, and the connection if reusable.
+    async fn read_all(mut body: Body) -> Result<Read, Error> {
+        let (mut data, mut trailers) = (Vec::new(), None);
+        while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            match frame?.into_data() {
+                Ok(bytes) => data.extend_from_slice(&bytes),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        Ok((data, trailers, body.into_reusable()))
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_with_trailers_streams_and_frees_its_connection() {
+        let connection = answered_with(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nGrpc-Status: 0\r\n\r\n",
+        )
+        .await;
+        let (head, connection) = connection.send(&mut get(), RequestBody::Replay(None), false).await.unwrap();
+        let (data, trailers, reusable) =
+            read_all(Body::response(head, connection).into_body()).await.unwrap();
+        assert_eq!(data, b"hello world");
+        assert_eq!(trailers.unwrap()["grpc-status"], "0");
+        assert!(reusable.is_some(), "a keep-alive connection read to its end goes back to the pool");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_backend_closes_or_overfills_is_not_reused() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA",
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ] {
+            let connection = answered_with(answer).await;
+            let (head, connection) =
+                connection.send(&mut get(), RequestBody::Replay(None), false).await.unwrap();
+            let (data, _, reusable) = read_all(Body::response(head, connection).into_body()).await.unwrap();
+            assert_eq!(data, b"ok");
+            assert!(reusable.is_none(), "reused after {:?}", String::from_utf8_lossy(answer));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_post_body_goes_out_with_its_length_and_a_short_body_ends_in_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut far, _) = listener.accept().await.unwrap();
+        let mut parts = http::Request::post("/up").header("host", "b").body(()).unwrap().into_parts().0;
+        let body = RequestBody::Replay(Some(Bytes::from_static(b"payload")));
+        let sending = tokio::spawn(async move {
+            let (head, connection) =
+                Connection::new(Either::Left(near)).send(&mut parts, body, false).await.unwrap();
+            read_all(Body::response(head, connection).into_body()).await
+        });
+        let mut request = vec![0; 1024];
+        let mut read = 0;
+        while !request[..read].ends_with(b"payload") {
+            read += far.read(&mut request[read..]).await.unwrap();
+        }
+        let request = String::from_utf8_lossy(&request[..read]).into_owned();
+        assert!(request.starts_with("POST /up HTTP/1.1\r\n"), "{request}");
+        assert!(request.contains("content-length: 7\r\n"), "{request}");
+        far.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nonly").await.unwrap();
+        drop(far);
+        let read = sending.await.unwrap();
+        assert!(
+            matches!(read, Err(Error::IncompleteBody)),
+            "a body cut short is an error, not a short success"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_head_larger_than_the_limit_is_refused() {
+        let mut answer = b"HTTP/1.1 200 OK\r\n".to_vec();
+        while answer.len() <= MAX_HEAD {
+            answer.extend_from_slice(format!("X-Filler: {}\r\n", "0".repeat(400)).as_bytes());
+        }
+        let complete = [&answer[..], b"\r\n"].concat();
+        // Cut off, or complete in one read: either way too large.
+        for answer in [answer, complete] {
+            let connection = answered_with(answer.leak()).await;
+            let failed = connection.send(&mut get(), RequestBody::Replay(None), false).await.unwrap_err();
+            assert!(matches!(failed.error, Error::HeadTooLarge), "{:?}", failed.error);
+            assert!(!failed.unanswered);
+        }
+    }
+}

@@ -51,7 +51,8 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error>
             buf,
             &mut fields,
         ) {
-            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Complete(length)) if length <= super::MAX_HEAD => length,
+            Ok(httparse::Status::Complete(_)) => return Err(Error::HeadTooLarge),
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(error) => return Err(Error::Malformed(error)),
         };
