@@ -195,11 +195,7 @@ impl Connection {
                 }
             }
             if ready!(self.poll_fill(cx))? == 0 {
-                return Poll::Ready(Err(if self.0.read.is_empty() {
-                    Error::Closed
-                } else {
-                    Error::IncompleteBody
-                }));
+                return Poll::Ready(Err(Error::Closed));
             }
         }
     }
