@@ -394,21 +394,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_post_the_backend_may_have_read_is_not_sent_twice() {
+    async fn a_post_the_backend_may_have_read_or_a_new_connections_failure_is_not_sent_again() {
         let target = target(backend().await);
-        let connection = closed_after_checkout().await;
-        let sent =
-            send(&target, (connection, true), request(http::Method::POST), Duration::from_secs(5)).await;
-        assert!(matches!(sent, Err(UpstreamError::Send(_))), "{sent:?}");
-    }
-
-    #[tokio::test]
-    async fn a_new_connection_that_fails_is_not_retried() {
-        let target = target(backend().await);
-        let connection = closed_after_checkout().await;
-        let sent =
-            send(&target, (connection, false), request(http::Method::GET), Duration::from_secs(5)).await;
-        assert!(matches!(sent, Err(UpstreamError::Send(_))), "{sent:?}");
+        for (reused, method) in [(true, http::Method::POST), (false, http::Method::GET)] {
+            let connection = closed_after_checkout().await;
+            let sent =
+                send(&target, (connection, reused), request(method.clone()), Duration::from_secs(5)).await;
+            assert!(matches!(sent, Err(UpstreamError::Send(_))), "{method} (reused: {reused}): {sent:?}");
+        }
     }
 
     #[tokio::test]

@@ -215,28 +215,20 @@ mod tests {
     #[test]
     fn framing_follows_rfc_9112() {
         let framing = |head: &str, method: Method| parsed(head, method).map(|h| h.unwrap().framing);
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", Method::HEAD).unwrap(),
-            Framing::Empty
-        );
-        assert_eq!(
-            framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", Method::GET).unwrap(),
-            Framing::Empty
-        );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Method::GET).unwrap(),
-            Framing::Chunked
-        );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Method::GET).unwrap(),
-            Framing::UntilClose
-        );
-        assert_eq!(framing("HTTP/1.1 200 OK\r\n\r\n", Method::GET).unwrap(), Framing::UntilClose);
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n", Method::GET)
-                .unwrap(),
-            Framing::Length(7)
-        );
+        for (head, method, expected) in [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", Method::HEAD, Framing::Empty),
+            ("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", Method::GET, Framing::Empty),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Method::GET, Framing::Chunked),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Method::GET, Framing::UntilClose),
+            ("HTTP/1.1 200 OK\r\n\r\n", Method::GET, Framing::UntilClose),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n",
+                Method::GET,
+                Framing::Length(7),
+            ),
+        ] {
+            assert_eq!(framing(head, method).unwrap(), expected, "{head:?}");
+        }
         for bad in ["7, 8", "-1", "0x10", "", "99999999999999999999"] {
             let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n");
             assert!(matches!(framing(&head, Method::GET), Err(Error::InvalidLength)), "{bad:?} was accepted");
