@@ -79,9 +79,31 @@ impl Drop for DnsServer {
     }
 }
 
-/// A backend named `name` at `address` that takes `delay` to answer.
-async fn backend_at(address: SocketAddr, name: &'static str, delay: Duration) -> Arc<AtomicUsize> {
-    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+/// A listener on `address`, bound without `SO_REUSEADDR`: with it, Linux
+/// refuses a port that an outgoing connection of the host uses as its
+/// source port, on any loopback address — which a port `free_port` handed
+/// out may have become since.
+fn listener_at(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(address)?;
+    socket.listen(1024)
+}
+
+/// Listeners on 127.0.0.`last`, one for each of `lasts`, all on one port
+/// (A records carry no port): a port taken on any of them is passed over.
+fn listeners_on_one_port(lasts: &[u8]) -> (u16, Vec<tokio::net::TcpListener>) {
+    loop {
+        let port = free_port();
+        let bound: std::io::Result<Vec<_>> =
+            lasts.iter().map(|&last| listener_at(SocketAddr::from(([127, 0, 0, last], port)))).collect();
+        if let Ok(listeners) = bound {
+            return (port, listeners);
+        }
+    }
+}
+
+/// A backend named `name` on `listener` that takes `delay` to answer.
+fn backend_on(listener: tokio::net::TcpListener, name: &'static str, delay: Duration) -> Arc<AtomicUsize> {
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&hits);
     tokio::spawn(async move {
@@ -161,12 +183,13 @@ discovery = {discovery}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_records_are_followed_and_a_dead_dns_server_changes_nothing() {
-    let port = free_port();
+    let (port, listeners) = listeners_on_one_port(&[2, 3, 4]);
     let at = |last: u8| SocketAddr::from(([127, 0, 0, last], port));
-    let mut hits = Vec::new();
-    for (last, name) in [(2, "b2"), (3, "b3"), (4, "b4")] {
-        hits.push(backend_at(at(last), name, Duration::ZERO).await);
-    }
+    let hits: Vec<_> = listeners
+        .into_iter()
+        .zip(["b2", "b3", "b4"])
+        .map(|(l, name)| backend_on(l, name, Duration::ZERO))
+        .collect();
     let mut dns = DnsServer::start("127.0.0.2 app.svc.test\n127.0.0.3 app.svc.test\n", &[]);
     let (listen, admin) = (local(free_port()), local(free_port()));
     let static_backend = named_backend("static").await;
@@ -230,7 +253,7 @@ async fn srv_records_bring_weights_and_removed_backends_drain_under_load() {
     let ports = [free_port(), free_port(), free_port()];
     let mut hits = Vec::new();
     for (port, name) in ports.iter().zip(["s1", "s2", "s3"]) {
-        hits.push(backend_at(local(*port), name, Duration::from_millis(20)).await);
+        hits.push(backend_on(listener_at(local(*port)).unwrap(), name, Duration::from_millis(20)));
     }
     let srv = |ports: &[(u16, u16)]| -> Vec<String> {
         ports
