@@ -204,8 +204,9 @@ impl Body for ProxyBody {
                         }
                     }
                     None => upstream.finish(),
+                    // The body keeps its place, so it never reads as ended;
+                    // an HTTP/1.1 body has dropped its connection already.
                     Some(Err(_)) => {
-                        upstream.body = None;
                         if let Some(in_flight) = &upstream.in_flight {
                             in_flight.load().record_error();
                         }

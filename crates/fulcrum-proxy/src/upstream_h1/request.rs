@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderValue, Method, Version};
 use http_body::Body;
 use tokio::io::AsyncWrite;
 
-use super::Error;
+use super::{response, Error};
 use crate::request_body::RequestBody;
 
 /// Body chunks up to this size are copied behind what is pending, so a
@@ -243,11 +243,8 @@ fn set_length(
     }
     if headers.contains_key(TRANSFER_ENCODING) {
         headers.remove(CONTENT_LENGTH);
-        let last = headers.get_all(TRANSFER_ENCODING).iter().next_back().map(HeaderValue::as_bytes);
-        let chunked = last
-            .and_then(|v| v.rsplit(|&b| b == b',').next())
-            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        if !chunked {
+        let last = headers.get_all(TRANSFER_ENCODING).iter().next_back();
+        if !last.is_some_and(response::ends_in_chunked) {
             headers.append(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         }
         return Some(Framing::Chunked);
@@ -271,13 +268,6 @@ fn set_length(
 
 /// The request's `Content-Length`, when every value agrees.
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let parsed: u64 = value.to_str().ok()?.trim().parse().ok()?;
-        if length.is_some_and(|l| l != parsed) {
-            return None;
-        }
-        length = Some(parsed);
-    }
-    length
+    let mut values = headers.get_all(CONTENT_LENGTH).iter();
+    values.try_fold(None, |known, value| response::content_length(value, known)).ok().flatten()
 }

@@ -61,29 +61,42 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error>
         let version = if response.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
         // Where each field sits in the head, so its value can be a slice of
         // the head's bytes rather than a copy.
+        // (On the stack: a head is at most `MAX_HEAD` bytes, so offsets fit `u16`.)
         let start = buf.as_ptr() as usize;
-        let spans: Vec<(usize, usize, usize, usize)> = response
-            .headers
-            .iter()
-            .map(|h| {
-                let name = h.name.as_ptr() as usize - start;
-                let value = h.value.as_ptr() as usize - start;
-                (name, name + h.name.len(), value, value + h.value.len())
-            })
-            .collect();
+        let mut spans = [Span::default(); MAX_HEADERS];
+        for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
+            let name = h.name.as_ptr() as usize - start;
+            let value = h.value.as_ptr() as usize - start;
+            *span = Span {
+                name: name as u16,
+                name_end: (name + h.name.len()) as u16,
+                value: value as u16,
+                value_end: (value + h.value.len()) as u16,
+            };
+        }
+        let fields = response.headers.len();
         let head = buf.split_to(length).freeze();
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
         }
-        return head_of(status, version, &head, &spans, method).map(Some);
+        return head_of(status, version, &head, &spans[..fields], method).map(Some);
     }
+}
+
+/// Where one field's name and value sit in the head.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    name: u16,
+    name_end: u16,
+    value: u16,
+    value_end: u16,
 }
 
 fn head_of(
     status: StatusCode,
     version: Version,
     head: &Bytes,
-    spans: &[(usize, usize, usize, usize)],
+    spans: &[Span],
     method: &Method,
 ) -> Result<Head, Error> {
     let mut headers = HeaderMap::with_capacity(spans.len());
@@ -92,11 +105,12 @@ fn head_of(
     // The framing fields, noted as the fields go into the map (no lookups after).
     let mut chunked = None;
     let mut length = Ok(None);
-    for &(name_start, name_end, value_start, value_end) in spans {
-        let name = HeaderName::from_bytes(&head[name_start..name_end])
+    for span in spans {
+        let name = HeaderName::from_bytes(&head[usize::from(span.name)..usize::from(span.name_end)])
             .map_err(|_| Error::Malformed(httparse::Error::HeaderName))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-            .map_err(|_| Error::Malformed(httparse::Error::HeaderValue))?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(usize::from(span.value)..usize::from(span.value_end)))
+                .map_err(|_| Error::Malformed(httparse::Error::HeaderValue))?;
         if name == CONNECTION {
             // Once a `Connection` field asks to close, a later
             // `keep-alive` does not undo it.
@@ -108,13 +122,7 @@ fn head_of(
             }
         } else if name == TRANSFER_ENCODING {
             // The last coding of the last field decides.
-            chunked = Some(
-                value
-                    .as_bytes()
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked")),
-            );
+            chunked = Some(ends_in_chunked(&value));
         } else if name == CONTENT_LENGTH {
             length = length.and_then(|known| content_length(&value, known));
         }
@@ -129,9 +137,18 @@ fn head_of(
     Ok(Head { status, version, headers, framing, keep_alive: keep_alive && framing != Framing::UntilClose })
 }
 
+/// Whether a `Transfer-Encoding` value's last coding is `chunked`.
+pub(super) fn ends_in_chunked(value: &HeaderValue) -> bool {
+    value
+        .as_bytes()
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
 /// The length one `Content-Length` field gives, with `known`, what earlier
 /// ones gave: every value (comma-separated too) must be the same number.
-fn content_length(value: &HeaderValue, known: Option<u64>) -> Result<Option<u64>, ()> {
+pub(super) fn content_length(value: &HeaderValue, known: Option<u64>) -> Result<Option<u64>, ()> {
     let mut length = known;
     for part in value.as_bytes().split(|&b| b == b',') {
         let part = part.trim_ascii();
