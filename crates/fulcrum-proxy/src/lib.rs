@@ -63,3 +63,4 @@ pub use stats::{
     AdmissionStats, BackendSessions, BackendStats, ListenerStats, PoolSessions, PoolStats, SessionsError,
     Stats,
 };
+pub use upstream::sweep_when_idle;

@@ -9,7 +9,10 @@
 //! the end; a checkout waits for hyper to report it ready and skips any
 //! that closed or sat idle longer than the pool's idle timeout. Every
 //! [`SWEEP_EVERY`] checkins a thread drops its expired connections, which
-//! also releases those of removed backends. A thread keeps [`KEEP_WARM`]
+//! also releases those of removed backends; so does a worker going idle
+//! ([`sweep_when_idle`], at most every [`IDLE_SWEEP_EVERY`]), so that a
+//! connection the backend closed is closed here too, not left in
+//! `CLOSE_WAIT` until traffic resumes. A thread keeps [`KEEP_WARM`]
 //! idle connections per backend for itself; a burst's surplus, up to the
 //! pool's `max_idle_per_backend`, is shared by all threads for a few
 //! seconds ([`crate::upstream_overflow`]).
@@ -35,6 +38,9 @@ use crate::upstream_tls::Offer;
 
 /// How many checkins between two sweeps of a thread's idle connections.
 const SWEEP_EVERY: u32 = 1024;
+
+/// The least time between two sweeps of a worker that goes idle.
+const IDLE_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Where to send a request and how long to wait for what.
 #[derive(Debug, Clone)]
@@ -128,16 +134,34 @@ impl Idle {
 struct IdlePool {
     by_backend: HashMap<u64, Vec<Idle>, BuildHasherDefault<IdHasher>>,
     checkins: u32,
+    swept: Option<Instant>,
 }
 
 impl IdlePool {
-    /// Drops the connections that closed or idled past their timeout.
+    /// Drops the connections that closed or idled past their timeout
+    /// (the thread's own and the shared surplus).
     fn sweep(&mut self, now: Instant) {
         self.by_backend.retain(|_, list| {
             list.retain_mut(|idle| idle.usable(now, Duration::MAX));
             !list.is_empty()
         });
+        crate::upstream_overflow::sweep(now);
+        self.swept = Some(now);
     }
+}
+
+/// Sweeps the calling worker's idle connections unless it did within
+/// [`IDLE_SWEEP_EVERY`]; the runtime calls it as a worker thread goes idle
+/// (`on_thread_park`). A backend's close reaches a parked worker as an
+/// event on the socket, so the worker wakes, parks again, and drops it.
+pub fn sweep_when_idle() {
+    let _ = IDLE.try_with(|pool| {
+        let Ok(mut pool) = pool.try_borrow_mut() else { return };
+        let now = Instant::now();
+        if pool.swept.is_none_or(|at| now.saturating_duration_since(at) >= IDLE_SWEEP_EVERY) {
+            pool.sweep(now);
+        }
+    });
 }
 
 /// Idle connections per backend a thread keeps for itself; the rest of a
@@ -211,7 +235,6 @@ pub fn checkin(target: &Target, connection: Connection) {
         let now = Instant::now();
         if pool.checkins.is_multiple_of(SWEEP_EVERY) {
             pool.sweep(now);
-            crate::upstream_overflow::sweep(now);
         }
         let idle = Idle { connection, since: now, idle_timeout: target.idle_timeout };
         let list = pool.by_backend.entry(target.backend_key).or_default();
@@ -458,7 +481,6 @@ mod tests {
 
         tokio::time::advance(crate::upstream_overflow::SURPLUS_IDLE).await;
         IDLE.with(|p| p.borrow_mut().sweep(Instant::now()));
-        crate::upstream_overflow::sweep(Instant::now());
         assert_eq!((own(), shared()), (KEEP_WARM, 0), "only the warm connections outlive a burst");
         tokio::time::advance(Duration::from_secs(60)).await;
         IDLE.with(|p| p.borrow_mut().sweep(Instant::now()));

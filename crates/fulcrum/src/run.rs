@@ -42,6 +42,8 @@ pub fn run(path: &Path) -> ExitCode {
 
 /// A tokio runtime with `worker_threads` workers (0 = one per core). A
 /// single worker runs on the current thread: no work stealing to pay for.
+/// A worker going idle drops its pooled backend connections that closed
+/// or idled out.
 pub fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = if worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -52,7 +54,11 @@ pub fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime>
         }
         b
     };
-    builder.enable_all().build().context("cannot start the async runtime")
+    builder
+        .on_thread_park(fulcrum_proxy::sweep_when_idle)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Serves until a stop signal; SIGHUP re-reads `path` (runtime changes stay

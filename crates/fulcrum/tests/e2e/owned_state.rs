@@ -1,7 +1,8 @@
 //! State that must live exactly as long as its owner, end to end: a
 //! half-open breaker probe cut off by the request timeout must not leave
-//! the breaker stuck, and a health prober must stop with the config
-//! generation that started it, whatever client connections still hold it.
+//! the breaker stuck, a health prober must stop with the config
+//! generation that started it, whatever client connections still hold it,
+//! and a pooled backend connection ends when its backend closes it.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use crate::common::*;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FAILING: u8 = 0;
 const SLOW: u8 = 1;
@@ -131,4 +133,42 @@ async fn a_prober_stops_with_its_config_generation() {
     println!("after the reload to /b with /a failing: {ok} of 50 GETs answered 200");
     assert_eq!(ok, 50, "a prober of the replaced config marked the backend down:\n{}", lb.log());
     assert!(!lb.log().contains("backend is down"), "{}", lb.log());
+}
+
+/// The backend closes an idle keep-alive connection (its keep-alive
+/// timeout), and no request follows: Fulcrum closes its end too, instead
+/// of leaving it in `CLOSE_WAIT` until traffic resumes.
+#[tokio::test]
+async fn a_pooled_connection_the_backend_closes_is_closed_with_no_traffic_after() {
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = backend.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        let (mut socket, _) = backend.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut room = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut room).await.unwrap();
+            assert!(n > 0, "Fulcrum closed before sending its request");
+            head.extend_from_slice(&room[..n]);
+        }
+        socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+        // Idle a little, then close this side, as nginx's keepalive_timeout does.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        socket.shutdown().await.unwrap();
+        let closed = Instant::now();
+        let n = socket.read(&mut room).await.unwrap();
+        assert_eq!(n, 0, "Fulcrum sent more on a connection its backend closed");
+        closed.elapsed()
+    });
+    let listen = local(free_port());
+    let config = http_config(listen, "round_robin", &[address], "")
+        .replace("worker_threads = 2", "worker_threads = 1");
+    let lb = Fulcrum::start(&config, listen);
+    let (status, body) = get(&client(), &format!("http://{listen}/")).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let waited = tokio::time::timeout(Duration::from_secs(10), backend)
+        .await
+        .unwrap_or_else(|_| panic!("Fulcrum still holds the connection its backend closed:\n{}", lb.log()))
+        .unwrap();
+    println!("Fulcrum closed its end {} ms after the backend's FIN", waited.as_millis());
 }
