@@ -130,9 +130,12 @@ impl Idle {
     }
 }
 
+/// Idle connections by backend key.
+pub type ByBackend = HashMap<u64, Vec<Idle>, BuildHasherDefault<IdHasher>>;
+
 #[derive(Default)]
 struct IdlePool {
-    by_backend: HashMap<u64, Vec<Idle>, BuildHasherDefault<IdHasher>>,
+    by_backend: ByBackend,
     checkins: u32,
     swept: Option<Instant>,
 }
@@ -171,7 +174,7 @@ const KEEP_WARM: usize = 32;
 /// Backend keys are hashes of configured addresses, not chosen by clients:
 /// a multiplicative hash spreads them and costs one instruction.
 #[derive(Default)]
-struct IdHasher(u64);
+pub struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {

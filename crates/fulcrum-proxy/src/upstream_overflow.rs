@@ -7,21 +7,20 @@
 //! them was another. Only the cold path takes its lock: a thread's own
 //! pool ([`crate::upstream`]) serves the steady load.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::upstream::Idle;
+use crate::upstream::{ByBackend, Idle};
 use crate::upstream_h1::Connection;
 
 /// How long a connection may sit idle here: a burst's surplus is not kept
 /// for the pool's whole idle timeout.
 pub const SURPLUS_IDLE: Duration = Duration::from_secs(5);
 
-fn lists() -> MutexGuard<'static, HashMap<u64, Vec<Idle>>> {
-    static LISTS: OnceLock<Mutex<HashMap<u64, Vec<Idle>>>> = OnceLock::new();
+fn lists() -> MutexGuard<'static, ByBackend> {
+    static LISTS: OnceLock<Mutex<ByBackend>> = OnceLock::new();
     LISTS.get_or_init(Mutex::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
