@@ -155,8 +155,10 @@ impl IdlePool {
 
 /// Sweeps the calling worker's idle connections unless it did within
 /// [`IDLE_SWEEP_EVERY`]; the runtime calls it as a worker thread goes idle
-/// (`on_thread_park`). A backend's close reaches a parked worker as an
-/// event on the socket, so the worker wakes, parks again, and drops it.
+/// (`on_thread_park`). A backend's close wakes the worker that polls the
+/// sockets (an event on one), which parks again and drops the connection
+/// — or, when it swept less than a second before, at its next wake: an
+/// HTTP listener's idle sweeper ticks every second.
 pub fn sweep_when_idle() {
     let _ = IDLE.try_with(|pool| {
         let Ok(mut pool) = pool.try_borrow_mut() else { return };

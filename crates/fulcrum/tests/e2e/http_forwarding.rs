@@ -141,6 +141,55 @@ async fn eight_mib_upload_and_download_stream_intact() {
     assert!(growth < 6 * 1024, "balancer peak RSS grew {growth} KiB: bodies are being buffered");
 }
 
+/// A backend may answer while the client is still uploading (a `413` after
+/// the head, say): the answer reaches the client before the upload ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_answer_mid_upload_reaches_the_client_before_the_upload_ends() {
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = backend.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        let (mut socket, _) = backend.accept().await.unwrap();
+        // The head and the first chunk of the body, then the answer.
+        let mut received = Vec::new();
+        let mut room = [0u8; 4096];
+        while !received.windows(6).any(|w| w == b"part-1") {
+            let n = socket.read(&mut room).await.unwrap();
+            assert!(n > 0, "the upload's first chunk never came");
+            received.extend_from_slice(&room[..n]);
+        }
+        socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly").await.unwrap();
+        // Whatever more of the upload comes, until the balancer closes.
+        while socket.read(&mut room).await.is_ok_and(|n| n > 0) {}
+    });
+    let listen = local(free_port());
+    let _lb = Fulcrum::start(&http_config(listen, "round_robin", &[address], ""), listen);
+
+    let stream = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let (chunks, upload) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let body = StreamBody::new(futures_util::stream::unfold(upload, |mut upload| async move {
+        upload.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(Frame::data(chunk)), upload))
+    }));
+    chunks.send(Bytes::from_static(b"part-1")).await.unwrap();
+    let request = Request::post("/upload").header("host", "lb").body(body).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
+        .await
+        .expect("no answer while the upload was still open")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&answer[..], b"early");
+    // Only now may the upload end: a balancer that waits for the whole
+    // body before it reads the answer never answers above.
+    drop(chunks);
+    tokio::time::timeout(Duration::from_secs(10), backend)
+        .await
+        .expect("the backend's connection was never closed")
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_are_served_and_backends_get_http11() {
     let echo = backend(|request: Request<hyper::body::Incoming>| async move {
