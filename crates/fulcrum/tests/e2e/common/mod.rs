@@ -26,10 +26,49 @@ use tokio::net::TcpListener;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-/// A free port on 127.0.0.1 (bound and released), never one this test
-/// process handed out before: the kernel may offer a just-released port
-/// again, and two listeners of one config on the same port fail to start.
+/// A port on 127.0.0.1 that nothing listens on, handed out once per test
+/// process, from outside the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`). A port from inside it could become
+/// the source port of any outgoing connection between this probe and the
+/// balancer's bind, and Linux refuses a listener's bind to a port a
+/// connection uses. The ports run on from an offset of the process id, so
+/// back-to-back runs use different ones.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let Some((first, count)) = ports_outside_ephemeral_range() else {
+        return ephemeral_free_port();
+    };
+    let start = std::process::id() as usize;
+    for _ in 0..count {
+        let port = first + ((start + NEXT.fetch_add(1, Ordering::Relaxed)) % count) as u16;
+        // Without `SO_REUSEADDR`: a port any socket holds, even in
+        // TIME_WAIT, is passed over.
+        let probe = tokio::net::TcpSocket::new_v4().expect("a socket");
+        if probe.bind(local(port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {first}..{}", first as usize + count);
+}
+
+/// The widest span of at least 2,000 ports below or above the ephemeral
+/// range (above 10,000, clear of well-known services), if there is one.
+fn ports_outside_ephemeral_range() -> Option<(u16, usize)> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut bounds = range.split_whitespace().filter_map(|n| n.parse::<usize>().ok());
+    let (low, high) = (bounds.next()?, bounds.next()?);
+    let below = (10_000, low.saturating_sub(10_000));
+    let above = (high + 1, 65_536usize.saturating_sub(high + 1));
+    let (first, count) = if below.1 >= above.1 { below } else { above };
+    if count < 2_000 {
+        return None;
+    }
+    Some((u16::try_from(first).ok()?, count))
+}
+
+/// A port the kernel picks (bound and released), never one this process
+/// handed out before: where no span lies outside the ephemeral range.
+fn ephemeral_free_port() -> u16 {
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
