@@ -436,13 +436,35 @@ mod tests {
     async fn a_pooled_connection_the_backend_closed_is_not_checked_out() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = Target { backend_key: 0xC105ED, ..target(listener.local_addr().unwrap()) };
+        checkin_closed(&target, &listener).await;
+        assert!(take_idle(target.backend_key).is_none(), "a closed connection was checked out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_going_idle_drops_closed_connections_at_most_once_a_second() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = Target { backend_key: 0x1D1E, ..target(listener.local_addr().unwrap()) };
+        let pooled = || IDLE.with(|p| p.borrow().by_backend.get(&target.backend_key).map_or(0, Vec::len));
+        checkin_closed(&target, &listener).await;
+        sweep_when_idle();
+        assert_eq!(pooled(), 0, "going idle left a closed connection pooled");
+        checkin_closed(&target, &listener).await;
+        sweep_when_idle();
+        assert_eq!(pooled(), 1, "swept twice within a second");
+        tokio::time::advance(IDLE_SWEEP_EVERY).await;
+        sweep_when_idle();
+        assert_eq!(pooled(), 0, "not swept a second later");
+    }
+
+    /// Checks in a connection to `target` that the backend then closes, and
+    /// waits until the reactor has seen the close (until then the
+    /// connection still looks open).
+    async fn checkin_closed(target: &Target, listener: &TcpListener) {
         let near = TcpStream::connect(target.address).await.unwrap();
         let (mut far, _) = listener.accept().await.unwrap();
-        checkin(&target, Connection::new(Either::Left(near)));
+        checkin(target, Connection::new(Either::Left(near)));
         drop(far.shutdown().await);
         drop(far);
-        // The FIN reaches the reactor on its next turn; until then the
-        // connection still looks open.
         tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 let open = IDLE.with(|p| {
@@ -460,7 +482,6 @@ mod tests {
         })
         .await
         .expect("the backend's close was never seen");
-        assert!(take_idle(target.backend_key).is_none(), "a closed connection was checked out");
     }
 
     #[tokio::test(start_paused = true)]

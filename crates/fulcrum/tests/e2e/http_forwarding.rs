@@ -150,15 +150,10 @@ async fn a_backend_answer_mid_upload_reaches_the_client_before_the_upload_ends()
     let backend = tokio::spawn(async move {
         let (mut socket, _) = backend.accept().await.unwrap();
         // The head and the first chunk of the body, then the answer.
-        let mut received = Vec::new();
-        let mut room = [0u8; 4096];
-        while !received.windows(6).any(|w| w == b"part-1") {
-            let n = socket.read(&mut room).await.unwrap();
-            assert!(n > 0, "the upload's first chunk never came");
-            received.extend_from_slice(&room[..n]);
-        }
+        read_until(&mut socket, b"part-1").await;
         socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly").await.unwrap();
         // Whatever more of the upload comes, until the balancer closes.
+        let mut room = [0u8; 4096];
         while socket.read(&mut room).await.is_ok_and(|n| n > 0) {}
     });
     let listen = local(free_port());

@@ -144,19 +144,13 @@ async fn a_pooled_connection_the_backend_closes_is_closed_with_no_traffic_after(
     let address = backend.local_addr().unwrap();
     let backend = tokio::spawn(async move {
         let (mut socket, _) = backend.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut room = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = socket.read(&mut room).await.unwrap();
-            assert!(n > 0, "Fulcrum closed before sending its request");
-            head.extend_from_slice(&room[..n]);
-        }
+        read_until(&mut socket, b"\r\n\r\n").await;
         socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
         // Idle a little, then close this side, as nginx's keepalive_timeout does.
         tokio::time::sleep(Duration::from_millis(300)).await;
         socket.shutdown().await.unwrap();
         let closed = Instant::now();
-        let n = socket.read(&mut room).await.unwrap();
+        let n = socket.read(&mut [0u8; 64]).await.unwrap();
         assert_eq!(n, 0, "Fulcrum sent more on a connection its backend closed");
         closed.elapsed()
     });

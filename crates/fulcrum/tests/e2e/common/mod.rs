@@ -80,6 +80,18 @@ fn ephemeral_free_port() -> u16 {
     }
 }
 
+/// Reads from `socket` until `marker` has arrived.
+pub async fn read_until(socket: &mut tokio::net::TcpStream, marker: &[u8]) {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut room = [0u8; 4096];
+    while !received.windows(marker.len()).any(|w| w == marker) {
+        let n = socket.read(&mut room).await.unwrap();
+        assert!(n > 0, "closed before {:?} arrived", String::from_utf8_lossy(marker));
+        received.extend_from_slice(&room[..n]);
+    }
+}
+
 /// A running `fulcrum run` process; killed on drop.
 pub struct Fulcrum {
     pub child: Child,
