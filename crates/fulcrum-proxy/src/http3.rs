@@ -124,6 +124,7 @@ async fn serve_connection(quic: quinn::Connection, endpoints: Endpoints, accepto
             proto: HeaderValue::from_static("https"),
             endpoints,
             cert_subject,
+            authority_host: Default::default(),
         },
         activity: Arc::new(l7::Activity::new(acceptor.drain.child_token(), &limits)),
         gate: Arc::clone(&acceptor.gate),

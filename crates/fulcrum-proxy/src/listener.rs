@@ -231,6 +231,7 @@ fn serve_connection(
         proto: HeaderValue::from_static(proto),
         endpoints,
         cert_subject: None,
+        authority_host: Default::default(),
     };
     let connection = move |acceptor: &Acceptor, client: ClientInfo| {
         Arc::new(Connection {

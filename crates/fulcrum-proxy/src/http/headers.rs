@@ -7,6 +7,7 @@
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Uri, Version};
+use std::sync::{Mutex, PoisonError};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -87,7 +88,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Connection facts the request rewrite needs, computed once per connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ClientInfo {
     /// The client's address, for hash keys.
     pub addr: std::net::IpAddr,
@@ -101,6 +102,27 @@ pub struct ClientInfo {
     /// On listeners with `tls.client_ca`: the verified client
     /// certificate's subject, if the client presented one.
     pub cert_subject: Option<Option<HeaderValue>>,
+    /// `Host` as the connection's HTTP/2 or HTTP/3 requests' `:authority` gives it.
+    pub authority_host: AuthorityHost,
+}
+
+/// The `Host` value last made from a request's `:authority` on one
+/// connection. A connection's requests name the same authority, so the
+/// value is checked and copied once, not per request, and each request's
+/// `Host` and `X-Forwarded-Host` share it (a reference count each).
+#[derive(Debug, Default)]
+pub struct AuthorityHost(Mutex<Option<HeaderValue>>);
+
+impl AuthorityHost {
+    fn value(&self, authority: &str) -> Option<HeaderValue> {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(host) = last.as_ref().filter(|host| host.as_bytes() == authority.as_bytes()) {
+            return Some(host.clone());
+        }
+        let host = HeaderValue::from_str(authority).ok()?;
+        *last = Some(host.clone());
+        Some(host)
+    }
 }
 
 impl ClientInfo {
@@ -179,7 +201,7 @@ pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: bool) {
 
     let (host, from_authority) = match headers.get(header::HOST) {
         Some(host) => (Some(host.clone()), false),
-        None => (parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()), true),
+        None => (parts.uri.authority().and_then(|a| client.authority_host.value(a.as_str())), true),
     };
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
@@ -270,6 +292,7 @@ mod tests {
                 local: "10.0.0.1:80".parse().unwrap(),
             },
             cert_subject: None,
+            authority_host: Default::default(),
         }
     }
 
@@ -311,6 +334,17 @@ mod tests {
         assert_eq!(p.uri, "/a?b=1");
         assert_eq!(p.headers["host"], "example.com:8443");
         assert_eq!(p.version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn each_request_on_a_connection_gets_its_own_authority_as_host() {
+        let connection = client();
+        for authority in ["a.example", "a.example", "b.example:8443", "a.example"] {
+            let mut p = parts(http::Request::get(format!("https://{authority}/")).version(Version::HTTP_2));
+            prepare_request(&mut p, &connection, false);
+            assert_eq!(p.headers["host"], authority);
+            assert_eq!(p.headers["x-forwarded-host"], authority);
+        }
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub mod fuzzing {
                 local: std::net::SocketAddr::new(client, 2),
             },
             cert_subject: Some(None),
+            authority_host: Default::default(),
         };
         let variables = super::rewrite::Variables::of(&parts, client, "http");
         super::headers::prepare_request(&mut parts, &info, upgrade);
