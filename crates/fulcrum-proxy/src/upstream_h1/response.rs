@@ -3,6 +3,11 @@
 //! applies it): no body for HEAD, 1xx, 204 and 304; chunked when
 //! `Transfer-Encoding` ends in `chunked`; else `Content-Length` (every
 //! value equal); else read until the backend closes.
+//!
+//! A `Connection` field of only `close` and `keep-alive` is read here and
+//! kept out of the head's fields: it names no other field, and the
+//! response's rewrite for the client drops it as hop-by-hop anyway
+//! (`http::headers::strip_hop_by_hop`, which then has nothing to look up).
 
 use std::mem::MaybeUninit;
 
@@ -120,6 +125,9 @@ fn head_of(
             } else if !keep_alive {
                 keep_alive = has_token(&value, "keep-alive");
             }
+            if names_no_field(&value) {
+                continue;
+            }
         } else if name == TRANSFER_ENCODING {
             // The last coding of the last field decides.
             chunked = Some(ends_in_chunked(&value));
@@ -190,6 +198,14 @@ fn framing(
         Ok(length) => Ok(length.map_or(Framing::UntilClose, Framing::Length)),
         Err(()) => Err(Error::InvalidLength),
     }
+}
+
+/// Whether a `Connection` value lists only `close` and `keep-alive`.
+fn names_no_field(value: &HeaderValue) -> bool {
+    value.as_bytes().split(|&b| b == b',').all(|t| {
+        let t = t.trim_ascii();
+        t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+    })
 }
 
 /// Whether the comma-separated `value` lists `token` (case-insensitive).
@@ -265,6 +281,19 @@ mod tests {
         assert!(keep("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"));
         assert!(!keep("HTTP/1.1 200 OK\r\n\r\n"), "a body read until close spends the connection");
         assert!(!keep("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_connection_field_stays_in_the_head_only_when_it_names_other_fields() {
+        let fields = |head: &str| parsed(head, Method::GET).unwrap().unwrap().headers;
+        let plain = fields("HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n");
+        assert!(!plain.contains_key(CONNECTION) && plain.contains_key(CONTENT_LENGTH));
+        assert!(!fields("HTTP/1.1 200 OK\r\nConnection: close, keep-alive\r\n\r\n").contains_key(CONNECTION));
+        let naming = fields("HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n\r\n");
+        assert_eq!(naming[CONNECTION], "close, X-Hop", "the rewrite needs it to drop X-Hop");
+        let upgrade =
+            fields("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ws\r\n\r\n");
+        assert_eq!(upgrade[CONNECTION], "Upgrade");
     }
 
     #[test]
