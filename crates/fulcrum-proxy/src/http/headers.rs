@@ -67,9 +67,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
-    if present & 1 != 0 {
-        // `close` and `keep-alive` are the usual tokens and name no other
-        // header worth looking up; anything else is removed by name.
+    // `close` and `keep-alive` are the usual tokens and name no other
+    // header; anything else is removed by name.
+    if present & 1 != 0 && !headers.get_all(header::CONNECTION).iter().all(names_no_field) {
         // (Not through `entry`, which grows a full map before it looks.)
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
@@ -85,6 +85,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether a `Connection` value lists only `close` and `keep-alive`:
+/// it names no other header field to drop.
+pub fn names_no_field(value: &HeaderValue) -> bool {
+    value.as_bytes().split(|&b| b == b',').all(|token| {
+        let token = token.trim_ascii();
+        token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close")
+    })
 }
 
 /// Connection facts the request rewrite needs, computed once per connection.

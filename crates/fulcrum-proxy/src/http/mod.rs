@@ -15,7 +15,7 @@ mod upgrade;
 mod validate;
 
 pub use forward::{handle_quic, outcome_of_status, send, Connection};
-pub use headers::{clone_parts, ClientInfo};
+pub use headers::{clone_parts, names_no_field, ClientInfo};
 pub use idle::{Activity, Census, Watchlist};
 pub use serve::{serve, Builders};
 

@@ -125,7 +125,7 @@ fn head_of(
             } else if !keep_alive {
                 keep_alive = has_token(&value, "keep-alive");
             }
-            if names_no_field(&value) {
+            if crate::http::names_no_field(&value) {
                 continue;
             }
         } else if name == TRANSFER_ENCODING {
@@ -198,14 +198,6 @@ fn framing(
         Ok(length) => Ok(length.map_or(Framing::UntilClose, Framing::Length)),
         Err(()) => Err(Error::InvalidLength),
     }
-}
-
-/// Whether a `Connection` value lists only `close` and `keep-alive`.
-fn names_no_field(value: &HeaderValue) -> bool {
-    value.as_bytes().split(|&b| b == b',').all(|t| {
-        let t = t.trim_ascii();
-        t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
-    })
 }
 
 /// Whether the comma-separated `value` lists `token` (case-insensitive).
