@@ -119,9 +119,8 @@ async fn serve_connection(quic: quinn::Connection, endpoints: Endpoints, accepto
     let connection = Arc::new(Connection {
         state: Arc::clone(&acceptor.state),
         client: ClientInfo {
-            addr: peer.ip(),
             ip: ClientInfo::ip_value(peer.ip()),
-            proto: HeaderValue::from_static("https"),
+            proto: "https",
             endpoints,
             cert_subject,
             authority_host: Default::default(),

@@ -15,7 +15,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use fulcrum_config::Protocol;
 use futures_util::future::{Either, FutureExt};
-use http::HeaderValue;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -226,9 +225,8 @@ fn serve_connection(
     let (builders, limits, client_certificates) =
         (Arc::clone(&state.builders), state.limits, state.client_certificates);
     let client = move |proto: &'static str| ClientInfo {
-        addr: peer.ip(),
         ip: ClientInfo::ip_value(peer.ip()),
-        proto: HeaderValue::from_static(proto),
+        proto,
         endpoints,
         cert_subject: None,
         authority_host: Default::default(),

@@ -168,7 +168,7 @@ async fn serve_request(
     connection: Arc<Connection>,
 ) -> Response<ProxyBody> {
     let started = clock::now_nanos();
-    let client = connection.client.addr;
+    let client = connection.client.addr();
     let (routed, access_log, listener_limit, limits, hsts, alt_svc) = {
         let state = connection.state.load();
         let routed = state.route(&parts, client);

@@ -97,14 +97,14 @@ pub fn names_no_field(value: &HeaderValue) -> bool {
 }
 
 /// Connection facts the request rewrite needs, computed once per connection.
+/// (Each connection holds one, napping ones too: nothing in it is kept
+/// twice, and what only some connections use is small while unused.)
 #[derive(Debug)]
 pub struct ClientInfo {
-    /// The client's address, for hash keys.
-    pub addr: std::net::IpAddr,
     /// The client's IP, as it goes into `X-Forwarded-For`.
     pub ip: HeaderValue,
     /// `http` or `https`.
-    pub proto: HeaderValue,
+    pub proto: &'static str,
     /// The client's and the listener's socket addresses (as a trusted
     /// PROXY header gave them), for PROXY headers sent upstream.
     pub endpoints: crate::proxy_protocol::Endpoints,
@@ -135,6 +135,11 @@ impl AuthorityHost {
 }
 
 impl ClientInfo {
+    /// The client's address, for hash keys.
+    pub fn addr(&self) -> std::net::IpAddr {
+        self.endpoints.client.ip()
+    }
+
     /// `ip` as `X-Forwarded-For` carries it. IPv4 is written here: std's
     /// formatter costs ~600 instructions, a tenth of a new connection's own
     /// work.
@@ -206,7 +211,7 @@ pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: bool) {
             headers.insert(X_CLIENT_CERT_SUBJECT.clone(), subject.clone());
         }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(client.proto));
 
     let (host, from_authority) = match headers.get(header::HOST) {
         Some(host) => (Some(host.clone()), false),
@@ -293,9 +298,8 @@ mod tests {
 
     fn client() -> ClientInfo {
         ClientInfo {
-            addr: std::net::Ipv4Addr::new(10, 0, 0, 9).into(),
             ip: HeaderValue::from_static("10.0.0.9"),
-            proto: HeaderValue::from_static("http"),
+            proto: "http",
             endpoints: crate::proxy_protocol::Endpoints {
                 client: "10.0.0.9:40000".parse().unwrap(),
                 local: "10.0.0.1:80".parse().unwrap(),

@@ -59,9 +59,8 @@ pub mod fuzzing {
         }
         let upgrade = super::headers::is_upgrade(&parts);
         let info = super::ClientInfo {
-            addr: client,
             ip: http::HeaderValue::from_static("10.0.0.1"),
-            proto: http::HeaderValue::from_static("http"),
+            proto: "http",
             endpoints: crate::proxy_protocol::Endpoints {
                 client: std::net::SocketAddr::new(client, 1),
                 local: std::net::SocketAddr::new(client, 2),
