@@ -97,8 +97,8 @@ pub fn names_no_field(value: &HeaderValue) -> bool {
 }
 
 /// Connection facts the request rewrite needs, computed once per connection.
-/// (Each connection holds one, napping ones too: nothing in it is kept
-/// twice, and what only some connections use is small while unused.)
+/// Every connection holds one while it is open, napping too, so nothing
+/// in it is kept twice (the client's address is read from `endpoints`).
 #[derive(Debug)]
 pub struct ClientInfo {
     /// The client's IP, as it goes into `X-Forwarded-For`.
