@@ -199,9 +199,9 @@ thread_local! {
 }
 
 /// A connection to `target` and whether it was reused: a pooled one if
-/// any, else a new one.
-pub async fn checkout(target: &Target) -> Result<(Connection, bool), UpstreamError> {
-    if let Some(connection) = take_idle(target.backend_key) {
+/// any (idle for less than its timeout at `now`), else a new one.
+pub async fn checkout(target: &Target, now: Instant) -> Result<(Connection, bool), UpstreamError> {
+    if let Some(connection) = take_idle(target.backend_key, now) {
         return Ok((connection, true));
     }
     // Boxed, here and below: opening a connection (TCP, TLS) is rare next
@@ -210,11 +210,10 @@ pub async fn checkout(target: &Target) -> Result<(Connection, bool), UpstreamErr
     Ok((Box::pin(connect(target, Offer::Pool)).await?, false))
 }
 
-fn take_idle(backend_key: u64) -> Option<Connection> {
+fn take_idle(backend_key: u64, now: Instant) -> Option<Connection> {
     let own = IDLE.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.by_backend.get_mut(&backend_key)?;
-        let now = Instant::now();
         while let Some(mut idle) = list.pop() {
             if idle.usable(now, Duration::MAX) {
                 return Some(idle.connection);
@@ -222,12 +221,12 @@ fn take_idle(backend_key: u64) -> Option<Connection> {
         }
         None
     });
-    own.or_else(|| take_shared(backend_key))
+    own.or_else(|| take_shared(backend_key, now))
 }
 
 #[cold]
-fn take_shared(backend_key: u64) -> Option<Connection> {
-    crate::upstream_overflow::take(backend_key)
+fn take_shared(backend_key: u64, now: Instant) -> Option<Connection> {
+    crate::upstream_overflow::take(backend_key, now)
 }
 
 /// Returns a connection whose last response was read to the end (inlined
@@ -259,7 +258,7 @@ fn share(target: &Target, idle: Idle) {
 /// A backend's response with its body still to read.
 pub type Response = http::Response<upstream_h1::Body>;
 
-/// Sends `request` on `connection` and waits up to `limit` for the
+/// Sends `request` on `connection` and waits until `deadline` for the
 /// response head. A pooled (`reused`) connection the backend closed just
 /// as it was reused (the keep-alive race) is sent once more on a fresh
 /// connection when the backend cannot have acted on it: nothing came
@@ -271,11 +270,11 @@ pub async fn send(
     target: &Target,
     (connection, reused): (Connection, bool),
     request: http::Request<RequestBody>,
-    limit: Duration,
+    deadline: Instant,
 ) -> Result<Response, UpstreamError> {
     let (mut parts, body) = request.into_parts();
     let again = if reused { body.replay_copy() } else { None };
-    let failed = match tokio::time::timeout(limit, connection.send(&mut parts, body, false)).await {
+    let failed = match tokio::time::timeout_at(deadline, connection.send(&mut parts, body, false)).await {
         Err(_) => return Err(UpstreamError::ResponseTimeout),
         Ok(Ok((head, connection))) => return Ok(upstream_h1::Body::response(head, connection)),
         Ok(Err(failed)) => failed,
@@ -284,23 +283,23 @@ pub async fn send(
     match again {
         Some(body) if failed.unanswered && (idempotent || failed.unwritten) => {
             tracing::debug!(backend = %target.address, error = %failed.error, "pooled connection was closed; sending on a fresh one");
-            Box::pin(resend(target, parts, body, limit)).await
+            Box::pin(resend(target, parts, body, deadline)).await
         }
         _ => Err(UpstreamError::from_exchange(failed.error)),
     }
 }
 
-/// Sends a request again on a fresh connection (boxed: rare, and its
-/// future is large).
+/// Sends a request again on a fresh connection, within the first send's
+/// deadline (boxed: rare, and its future is large).
 #[cold]
 async fn resend(
     target: &Target,
     mut parts: http::request::Parts,
     body: RequestBody,
-    limit: Duration,
+    deadline: Instant,
 ) -> Result<Response, UpstreamError> {
     let connection = connect(target, Offer::Pool).await?;
-    match tokio::time::timeout(limit, connection.send(&mut parts, body, false)).await {
+    match tokio::time::timeout_at(deadline, connection.send(&mut parts, body, false)).await {
         Err(_) => Err(UpstreamError::ResponseTimeout),
         Ok(Ok((head, connection))) => Ok(upstream_h1::Body::response(head, connection)),
         Ok(Err(failed)) => Err(UpstreamError::from_exchange(failed.error)),
@@ -415,9 +414,14 @@ mod tests {
     async fn an_idempotent_request_on_a_reused_connection_closed_under_it_goes_again_on_a_fresh_one() {
         let target = target(backend().await);
         let connection = closed_after_checkout().await;
-        let response = send(&target, (connection, true), request(http::Method::PUT), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let response = send(
+            &target,
+            (connection, true),
+            request(http::Method::PUT),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert_eq!(text(response).await, "PUT", "the request reached the backend on a new connection");
     }
 
@@ -426,8 +430,13 @@ mod tests {
         let target = target(backend().await);
         for (reused, method) in [(true, http::Method::POST), (false, http::Method::GET)] {
             let connection = closed_after_checkout().await;
-            let sent =
-                send(&target, (connection, reused), request(method.clone()), Duration::from_secs(5)).await;
+            let sent = send(
+                &target,
+                (connection, reused),
+                request(method.clone()),
+                Instant::now() + Duration::from_secs(5),
+            )
+            .await;
             assert!(matches!(sent, Err(UpstreamError::Send(_))), "{method} (reused: {reused}): {sent:?}");
         }
     }
@@ -437,7 +446,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = Target { backend_key: 0xC105ED, ..target(listener.local_addr().unwrap()) };
         checkin_closed(&target, &listener).await;
-        assert!(take_idle(target.backend_key).is_none(), "a closed connection was checked out");
+        assert!(
+            take_idle(target.backend_key, Instant::now()).is_none(),
+            "a closed connection was checked out"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -501,7 +513,7 @@ mod tests {
 
         // Another thread, with no pool of its own, reuses the surplus.
         let key = target.backend_key;
-        let taken = std::thread::spawn(move || take_idle(key).is_some()).join().unwrap();
+        let taken = std::thread::spawn(move || take_idle(key, Instant::now()).is_some()).join().unwrap();
         assert!(taken, "another thread found no shared connection");
         assert_eq!(shared(), 100 - KEEP_WARM - 1);
 

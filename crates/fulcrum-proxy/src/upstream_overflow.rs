@@ -33,11 +33,11 @@ pub fn put(backend_key: u64, idle: Idle, room: usize) {
     }
 }
 
-/// The most recently kept usable connection to `backend_key`, if any.
-pub fn take(backend_key: u64) -> Option<Connection> {
+/// The most recently kept connection to `backend_key` still usable at
+/// `now`, if any.
+pub fn take(backend_key: u64, now: Instant) -> Option<Connection> {
     let mut lists = lists();
     let list = lists.get_mut(&backend_key)?;
-    let now = Instant::now();
     while let Some(mut idle) = list.pop() {
         if idle.usable(now, SURPLUS_IDLE) {
             return Some(idle.connection);

@@ -167,7 +167,6 @@ async fn serve_request(
     body: ClientBody,
     connection: Arc<Connection>,
 ) -> Response<ProxyBody> {
-    let started = clock::now_nanos();
     let client = connection.client.addr();
     let (routed, access_log, listener_limit, limits, hsts, alt_svc) = {
         let state = connection.state.load();
@@ -186,6 +185,10 @@ async fn serve_request(
         Box::new(rewrite::Variables::of(&parts, client, scheme))
     });
     let logging = access_log.map(|log| (log, request_id(&mut parts)));
+    // The request's start, read only for what reports its duration (the
+    // access log, a canary's comparison of its sides); each attempt reads
+    // its own.
+    let started = (logging.is_some() || routed.side.is_some()).then(clock::now_nanos).unwrap_or_default();
     // The client's request line and headers as received, for the log.
     let original = logging.as_ref().map(|_| headers::clone_parts(&parts));
     let log = |mut response: Response<ProxyBody>, pool: Option<&Pool>, attempted: Attempted| {
@@ -275,7 +278,7 @@ async fn serve_request(
         parts.headers.insert(http::header::TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
     }
     if upgrade {
-        let attempt = match origin.first_pick(&pool, started) {
+        let attempt = match origin.first_pick(&pool, clock::now_nanos()) {
             Ok(attempt) => attempt,
             Err(unplaced) => {
                 let attempted = Attempted { placement: origin.placement(), ..Attempted::default() };
@@ -588,10 +591,12 @@ async fn forward(
         };
         let request = Request::from_parts(head, this_body);
         let sent = match deadline {
-            None => send(pool, &backend, request, endpoints).await,
-            Some(deadline) => tokio::time::timeout_at(deadline, send(pool, &backend, request, endpoints))
-                .await
-                .unwrap_or(Err(UpstreamError::RequestTimeout)),
+            None => send(pool, &backend, request, endpoints, started).await,
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline, send(pool, &backend, request, endpoints, started))
+                    .await
+                    .unwrap_or(Err(UpstreamError::RequestTimeout))
+            }
         };
         let now = clock::now_nanos();
         // Every attempt counts against its backend, retried or not — unless
@@ -683,14 +688,21 @@ pub async fn send(
     backend: &Arc<Backend>,
     request: Request<RequestBody>,
     endpoints: &Endpoints,
+    started: u64,
 ) -> Result<Sent, UpstreamError> {
     let target = Target::for_client(backend, pool, endpoints);
     let in_flight = backend.load.start();
     if pool.config.protocol != UpstreamProtocol::Http1 && backend.negotiated.h2() != Some(false) {
         return Box::pin(send_h2(pool, backend, target, request, in_flight)).await;
     }
-    let connection = upstream::checkout(&target).await?;
-    let response = upstream::send(&target, connection, request, pool.timeouts.response_header).await?;
+    // The attempt's start is the time to judge idle connections by and,
+    // for a reused one, the start of the wait for the head; a new one's
+    // wait starts once it is open.
+    let started = clock::instant_at(started);
+    let (connection, reused) = upstream::checkout(&target, started).await?;
+    let sent = if reused { started } else { tokio::time::Instant::now() };
+    let deadline = sent + pool.timeouts.response_header;
+    let response = upstream::send(&target, (connection, reused), request, deadline).await?;
     Ok((response.map(|body| BackendBody::Http1(body, target)), in_flight))
 }
 
@@ -714,7 +726,8 @@ async fn send_h2(
         backend.negotiated.learn(h2);
         if !h2 {
             let connection = crate::upstream_h1::Connection::new(stream);
-            let response = upstream::send(&target, (connection, false), request, limit).await?;
+            let deadline = tokio::time::Instant::now() + limit;
+            let response = upstream::send(&target, (connection, false), request, deadline).await?;
             return Ok((response.map(|body| BackendBody::Http1(body, target)), in_flight));
         }
         opened = Some(stream);

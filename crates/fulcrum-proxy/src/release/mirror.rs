@@ -126,12 +126,13 @@ impl Mirror {
 async fn copy(pool: &Pool, head: Parts, body: Option<Bytes>, endpoints: Endpoints) -> MirrorResult {
     let client = endpoints.client.ip();
     let key = pool.config.algorithm.uses_key().then(|| crate::hash_key::client_key(client, &pool.config));
-    let Some(attempt) = pool.pick(key, Some(client), &[], crate::clock::now_nanos()) else {
+    let started = crate::clock::now_nanos();
+    let Some(attempt) = pool.pick(key, Some(client), &[], started) else {
         return MirrorResult::NoBackend;
     };
     let backend = Arc::clone(attempt.backend());
     let request = http::Request::from_parts(head, RequestBody::Replay(body));
-    match crate::http::send(pool, &backend, request, &endpoints).await {
+    match crate::http::send(pool, &backend, request, &endpoints, started).await {
         Ok((response, _in_flight)) => {
             let status = response.status();
             // Read to its end, the body returns its connection to the pool.
