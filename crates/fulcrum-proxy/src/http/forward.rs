@@ -130,24 +130,18 @@ static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request
 /// hands it over (before its future is first polled: hyper reads the
 /// connection again in between, and a head deadline must not start for a
 /// request already received) until its response body has been sent.
+///
+/// The request's future is [`serve_request`]'s own, not one awaiting it:
+/// an `async` wrapper would copy the whole of it (kilobytes) into itself
+/// when first polled.
 pub fn handle(
     request: Request<Incoming>,
     connection: Arc<Connection>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send {
     let http1 = request.version() <= http::Version::HTTP_11;
     let in_flight = InFlightRequest::new(&connection.activity, http1);
-    async move {
-        // The connection's last request says so in its response, so the client
-        // sends nothing more on it (closing after it would race the next request).
-        let closing = in_flight.is_last();
-        let (parts, body) = request.into_parts();
-        let mut response = serve_request(parts, ClientBody::Hyper(body), connection).await;
-        if closing {
-            response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-        }
-        response.body_mut().hold(in_flight);
-        Ok(response)
-    }
+    let (parts, body) = request.into_parts();
+    serve_request(parts, ClientBody::Hyper(body), connection, in_flight)
 }
 
 /// Serves one HTTP/3 request (its connection is QUIC's: never rotated).
@@ -157,16 +151,17 @@ pub async fn handle_quic(
     connection: Arc<Connection>,
 ) -> Response<ProxyBody> {
     let in_flight = InFlightRequest::new(&connection.activity, false);
-    let mut response = serve_request(parts, ClientBody::Quic(Box::new(body)), connection).await;
-    response.body_mut().hold(in_flight);
+    let Ok(response) = serve_request(parts, ClientBody::Quic(Box::new(body)), connection, in_flight).await;
     response
 }
 
+/// Routes, admits and forwards a request, and answers it.
 async fn serve_request(
     mut parts: Parts,
     body: ClientBody,
     connection: Arc<Connection>,
-) -> Response<ProxyBody> {
+    in_flight: InFlightRequest,
+) -> Result<Response<ProxyBody>, Infallible> {
     let client = connection.client.addr();
     let (routed, access_log, listener_limit, limits, hsts, alt_svc) = {
         let state = connection.state.load();
@@ -191,7 +186,8 @@ async fn serve_request(
     let started = (logging.is_some() || routed.side.is_some()).then(clock::now_nanos).unwrap_or_default();
     // The client's request line and headers as received, for the log.
     let original = logging.as_ref().map(|_| headers::clone_parts(&parts));
-    let log = |mut response: Response<ProxyBody>, pool: Option<&Pool>, attempted: Attempted| {
+    // Every answer goes out through here, once.
+    let answer = |mut response: Response<ProxyBody>, pool: Option<&Pool>, attempted: Attempted| {
         if let (Some(route), Some(variables)) = (route, &variables) {
             rewrite::apply(response.headers_mut(), &route.response_headers, variables);
         }
@@ -214,16 +210,22 @@ async fn serve_request(
             }
             response.body_mut().log_when_sent(Arc::clone(log), entry);
         }
-        response
+        // The connection's last request says so in its response, so the client
+        // sends nothing more on it (closing after it would race the next request).
+        if in_flight.is_last() {
+            response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        response.body_mut().hold(in_flight);
+        Ok(response)
     };
     if let Some((status, reason)) = validate::refuse(&parts) {
-        return log(respond::plain(status, reason), None, Attempted::default());
+        return answer(respond::plain(status, reason), None, Attempted::default());
     }
     let declared = body.declared_length();
     if let Some((why, status, message)) = beyond_limits(&parts, &limits, routed.denied, declared) {
         connection.gate.refuse(why);
         let attempted = Attempted { refusal: Some(why.name()), ..Attempted::default() };
-        return log(respond::plain(status, message), Some(&pool), attempted);
+        return answer(respond::plain(status, message), Some(&pool), attempted);
     }
     let body = RequestBody::streaming(body, limits.max_body_bytes);
     for limit in
@@ -231,11 +233,11 @@ async fn serve_request(
     {
         if let Err(refused) = limit.check(&parts, client).await {
             let attempted = Attempted { refusal: Some("rate_limited"), ..Attempted::default() };
-            return log(respond::rate_limited(limit, refused), Some(&pool), attempted);
+            return answer(respond::rate_limited(limit, refused), Some(&pool), attempted);
         }
     }
     if let (Some(redirect), Some(variables)) = (route.and_then(|r| r.redirect()), &variables) {
-        return log(
+        return answer(
             respond::redirect(redirect.status, &variables.expand(&redirect.to)),
             None,
             Attempted::default(),
@@ -282,7 +284,7 @@ async fn serve_request(
             Ok(attempt) => attempt,
             Err(unplaced) => {
                 let attempted = Attempted { placement: origin.placement(), ..Attempted::default() };
-                return log(unplaced.response(), Some(&pool), attempted);
+                return answer(unplaced.response(), Some(&pool), attempted);
             }
         };
         let backend = Arc::clone(attempt.backend());
@@ -312,7 +314,7 @@ async fn serve_request(
             placement: origin.placement(),
             ..Attempted::default()
         };
-        return log(response, Some(&pool), attempted);
+        return answer(response, Some(&pool), attempted);
     }
     // Admission control holds a slot until the response body has been sent.
     let ticket = match &pool.admission {
@@ -322,7 +324,7 @@ async fn serve_request(
                 Ok(ticket) => Some(ticket),
                 Err(shed) => {
                     let attempted = Attempted { refusal: Some(shed.log_reason()), ..Attempted::default() };
-                    return log(respond::shed(shed), Some(&pool), attempted);
+                    return answer(respond::shed(shed), Some(&pool), attempted);
                 }
             }
         }
@@ -333,7 +335,7 @@ async fn serve_request(
         Some(mirror) => {
             match Box::pin(mirror_copy(mirror, &pool, &parts, body, connection.client.endpoints)).await {
                 Ok(body) => body,
-                Err(response) => return log(response, Some(&pool), Attempted::default()),
+                Err(response) => return answer(response, Some(&pool), Attempted::default()),
             }
         }
         None => body,
@@ -370,7 +372,7 @@ async fn serve_request(
     if let Some(ticket) = ticket {
         response.body_mut().hold_ticket(ticket);
     }
-    log(response, Some(&pool), attempted)
+    answer(response, Some(&pool), attempted)
 }
 
 /// Whether the route's templates need the request's variables.
