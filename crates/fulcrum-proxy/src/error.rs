@@ -64,6 +64,7 @@ impl UpstreamError {
         match error {
             crate::upstream_h1::Error::RequestBody(BodyError::TooLarge(_)) => Self::BodyTooLarge,
             crate::upstream_h1::Error::RequestBody(BodyError::Client(error)) => Self::ClientBody(error),
+            crate::upstream_h1::Error::TimedOut => Self::ResponseTimeout,
             error => Self::Send(Box::new(error)),
         }
     }

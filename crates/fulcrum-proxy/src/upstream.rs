@@ -33,7 +33,7 @@ use crate::backend::Backend;
 use crate::error::UpstreamError;
 use crate::proxy_protocol::Endpoints;
 use crate::request_body::RequestBody;
-use crate::upstream_h1::{self, Connection};
+use crate::upstream_h1::{self, Connection, Deadline};
 use crate::upstream_tls::Offer;
 
 /// How many checkins between two sweeps of a thread's idle connections.
@@ -270,14 +270,16 @@ pub async fn send(
     target: &Target,
     (connection, reused): (Connection, bool),
     request: http::Request<RequestBody>,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<Response, UpstreamError> {
     let (mut parts, body) = request.into_parts();
     let again = if reused { body.replay_copy() } else { None };
-    let failed = match tokio::time::timeout_at(deadline, connection.send(&mut parts, body, false)).await {
-        Err(_) => return Err(UpstreamError::ResponseTimeout),
-        Ok(Ok((head, connection))) => return Ok(upstream_h1::Body::response(head, connection)),
-        Ok(Err(failed)) => failed,
+    let failed = match connection.send(&mut parts, body, false, deadline).await {
+        Ok((head, connection)) => return Ok(upstream_h1::Body::response(head, connection)),
+        Err(failed) if matches!(failed.error, upstream_h1::Error::TimedOut) => {
+            return Err(UpstreamError::ResponseTimeout)
+        }
+        Err(failed) => failed,
     };
     let idempotent = parts.method.is_idempotent();
     match again {
@@ -296,13 +298,12 @@ async fn resend(
     target: &Target,
     mut parts: http::request::Parts,
     body: RequestBody,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<Response, UpstreamError> {
     let connection = connect(target, Offer::Pool).await?;
-    match tokio::time::timeout_at(deadline, connection.send(&mut parts, body, false)).await {
-        Err(_) => Err(UpstreamError::ResponseTimeout),
-        Ok(Ok((head, connection))) => Ok(upstream_h1::Body::response(head, connection)),
-        Ok(Err(failed)) => Err(UpstreamError::from_exchange(failed.error)),
+    match connection.send(&mut parts, body, false, deadline).await {
+        Ok((head, connection)) => Ok(upstream_h1::Body::response(head, connection)),
+        Err(failed) => Err(UpstreamError::from_exchange(failed.error)),
     }
 }
 
@@ -418,7 +419,7 @@ mod tests {
             &target,
             (connection, true),
             request(http::Method::PUT),
-            Instant::now() + Duration::from_secs(5),
+            Deadline::after(Instant::now(), Duration::from_secs(5)),
         )
         .await
         .unwrap();
@@ -434,7 +435,7 @@ mod tests {
                 &target,
                 (connection, reused),
                 request(method.clone()),
-                Instant::now() + Duration::from_secs(5),
+                Deadline::after(Instant::now(), Duration::from_secs(5)),
             )
             .await;
             assert!(matches!(sent, Err(UpstreamError::Send(_))), "{method} (reused: {reused}): {sent:?}");

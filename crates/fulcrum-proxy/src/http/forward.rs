@@ -26,6 +26,7 @@ use crate::proxy_protocol::Endpoints;
 use crate::request_body::{ClientBody, RequestBody};
 use crate::state::ListenerState;
 use crate::upstream::{self, Target};
+use crate::upstream_h1::Deadline;
 use crate::upstream_tls::Offer;
 use crate::{clock, hash_key};
 
@@ -703,7 +704,7 @@ pub async fn send(
     let started = clock::instant_at(started);
     let (connection, reused) = upstream::checkout(&target, started).await?;
     let sent = if reused { started } else { tokio::time::Instant::now() };
-    let deadline = sent + pool.timeouts.response_header;
+    let deadline = Deadline::after(sent, pool.timeouts.response_header);
     let response = upstream::send(&target, (connection, reused), request, deadline).await?;
     Ok((response.map(|body| BackendBody::Http1(body, target)), in_flight))
 }
@@ -728,7 +729,7 @@ async fn send_h2(
         backend.negotiated.learn(h2);
         if !h2 {
             let connection = crate::upstream_h1::Connection::new(stream);
-            let deadline = tokio::time::Instant::now() + limit;
+            let deadline = Deadline::after(tokio::time::Instant::now(), limit);
             let response = upstream::send(&target, (connection, false), request, deadline).await?;
             return Ok((response.map(|body| BackendBody::Http1(body, target)), in_flight));
         }

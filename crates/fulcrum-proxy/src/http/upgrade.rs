@@ -21,7 +21,7 @@ use super::headers;
 use crate::error::UpstreamError;
 use crate::request_body::RequestBody;
 use crate::upstream::{self, Stream, Target};
-use crate::upstream_h1;
+use crate::upstream_h1::{self, Deadline};
 use crate::upstream_tls::Offer;
 
 /// A client connection's pending protocol switch: the backend's side,
@@ -75,9 +75,10 @@ pub async fn forward(
     request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
     let connection = upstream::connect(target, Offer::Http1).await?;
     let (mut parts, body) = request.into_parts();
-    let (head, connection) = tokio::time::timeout(response_timeout, connection.send(&mut parts, body, true))
+    let deadline = Deadline::after(tokio::time::Instant::now(), response_timeout);
+    let (head, connection) = connection
+        .send(&mut parts, body, true, deadline)
         .await
-        .map_err(|_| UpstreamError::ResponseTimeout)?
         .map_err(|failed| UpstreamError::from_exchange(failed.error))?;
     if head.status != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = upstream_h1::Body::response(head, connection).into_parts();

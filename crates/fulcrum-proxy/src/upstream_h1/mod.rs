@@ -16,6 +16,7 @@
 
 mod body;
 mod chunked;
+mod deadline;
 mod request;
 mod response;
 
@@ -27,6 +28,8 @@ use bytes::BytesMut;
 use http::request::Parts;
 
 pub use body::Body;
+pub use deadline::Deadline;
+use deadline::ResponseTimer;
 use request::Outgoing;
 use response::Head;
 
@@ -59,6 +62,8 @@ pub enum Error {
     IncompleteBody,
     #[error("the backend switched protocols unasked")]
     UnexpectedSwitch,
+    #[error("no response head before the deadline")]
+    TimedOut,
     #[error("the request body ended {0} bytes short of its Content-Length")]
     ShortRequestBody(u64),
     #[error("the request body is longer than its Content-Length")]
@@ -91,12 +96,13 @@ struct Inner {
     /// What of the current request is still to be written (its buffer
     /// is the next request's).
     outgoing: Option<Outgoing>,
+    timer: ResponseTimer,
 }
 
 impl Connection {
     /// HTTP/1.1 over a connected `io`.
     pub fn new(io: Stream) -> Self {
-        Self(Box::new(Inner { io, read: BytesMut::new(), outgoing: None }))
+        Self(Box::new(Inner { io, read: BytesMut::new(), outgoing: None, timer: ResponseTimer::default() }))
     }
 
     /// Whether it can carry another request: still open, and nothing
@@ -131,14 +137,16 @@ impl Connection {
         self.0.outgoing.as_ref().is_none_or(Outgoing::is_done)
     }
 
-    /// Sends the request `parts` and `body` and reads the response head.
-    /// `parts` stay the caller's, to send again on another connection if
-    /// this one turns out closed. A `101` is an answer only when `upgrade`.
+    /// Sends the request `parts` and `body` and reads the response head,
+    /// which must come by `deadline` ([`Error::TimedOut`]). `parts` stay
+    /// the caller's, to send again on another connection if this one
+    /// turns out closed. A `101` is an answer only when `upgrade`.
     pub async fn send(
         mut self,
         parts: &mut Parts,
         body: RequestBody,
         upgrade: bool,
+        deadline: Deadline,
     ) -> Result<(Head, Self), Failed> {
         let buffer = self.0.outgoing.take().map(Outgoing::into_buffer).unwrap_or_default();
         let outgoing = Outgoing::new(parts, body, buffer).map_err(|error| Failed {
@@ -147,6 +155,7 @@ impl Connection {
             unwritten: true,
         })?;
         self.0.outgoing = Some(outgoing);
+        self.0.timer.arm(deadline);
         let method = &parts.method;
         let mut write_failed = None;
         let mut head = poll_fn(|cx| {
@@ -163,13 +172,18 @@ impl Connection {
                     write_failed = Some(error);
                 }
             }
-            self.poll_head(cx, method).map_err(|error| {
+            let head = match self.poll_head(cx, method) {
+                Poll::Pending if self.0.timer.poll_expired(cx).is_ready() => Err(Error::TimedOut),
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(head) => head,
+            };
+            Poll::Ready(head.map_err(|error| {
                 let unanswered = self.0.read.is_empty();
                 match write_failed.take() {
                     Some(error) => Failed { error, unanswered, unwritten: true },
                     None => Failed { error, unanswered, unwritten: false },
                 }
-            })
+            }))
         })
         .await?;
         if head.status == http::StatusCode::SWITCHING_PROTOCOLS && !upgrade {
@@ -274,6 +288,24 @@ mod tests {
         http::Request::get("/").header("host", "b").body(()).unwrap().into_parts().0
     }
 
+    /// A deadline no test reaches.
+    fn no_deadline() -> Deadline {
+        Deadline::after(tokio::time::Instant::now(), std::time::Duration::from_secs(3600))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_does_not_come_by_the_deadline_times_out() {
+        let silent = answered_with(b"").await;
+        let (start, limit) = (tokio::time::Instant::now(), std::time::Duration::from_secs(2));
+        let failed = silent
+            .send(&mut get(), RequestBody::Replay(None), false, Deadline::after(start, limit))
+            .await
+            .unwrap_err();
+        assert!(matches!(failed.error, Error::TimedOut), "{:?}", failed.error);
+        let waited = start.elapsed();
+        assert!(waited >= limit && waited <= limit + limit / 16, "timed out after {waited:?}");
+    }
+
     type Read = (Vec<u8>, Option<http::HeaderMap>, Option<Connection>);
 
     /// The body's data and trailers, and the connection if reusable.
@@ -294,7 +326,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nGrpc-Status: 0\r\n\r\n",
         )
         .await;
-        let (head, connection) = connection.send(&mut get(), RequestBody::Replay(None), false).await.unwrap();
+        let (head, connection) =
+            connection.send(&mut get(), RequestBody::Replay(None), false, no_deadline()).await.unwrap();
         let (data, trailers, reusable) =
             read_all(Body::response(head, connection).into_body()).await.unwrap();
         assert_eq!(data, b"hello world");
@@ -311,7 +344,7 @@ mod tests {
         ] {
             let connection = answered_with(answer).await;
             let (head, connection) =
-                connection.send(&mut get(), RequestBody::Replay(None), false).await.unwrap();
+                connection.send(&mut get(), RequestBody::Replay(None), false, no_deadline()).await.unwrap();
             let (data, _, reusable) = read_all(Body::response(head, connection).into_body()).await.unwrap();
             assert_eq!(data, b"ok");
             assert!(reusable.is_none(), "reused after {:?}", String::from_utf8_lossy(answer));
@@ -326,8 +359,10 @@ mod tests {
         let mut parts = http::Request::post("/up").header("host", "b").body(()).unwrap().into_parts().0;
         let body = RequestBody::Replay(Some(Bytes::from_static(b"payload")));
         let sending = tokio::spawn(async move {
-            let (head, connection) =
-                Connection::new(Either::Left(near)).send(&mut parts, body, false).await.unwrap();
+            let (head, connection) = Connection::new(Either::Left(near))
+                .send(&mut parts, body, false, no_deadline())
+                .await
+                .unwrap();
             read_all(Body::response(head, connection).into_body()).await
         });
         let mut request = vec![0; 1024];
@@ -357,7 +392,10 @@ mod tests {
         // Cut off, or complete in one read: either way too large.
         for answer in [answer, complete] {
             let connection = answered_with(answer.leak()).await;
-            let failed = connection.send(&mut get(), RequestBody::Replay(None), false).await.unwrap_err();
+            let failed = connection
+                .send(&mut get(), RequestBody::Replay(None), false, no_deadline())
+                .await
+                .unwrap_err();
             assert!(matches!(failed.error, Error::HeadTooLarge), "{:?}", failed.error);
             assert!(!failed.unanswered);
         }
