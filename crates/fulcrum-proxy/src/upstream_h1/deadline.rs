@@ -34,8 +34,14 @@ impl Deadline {
 
 /// A connection's timer for its exchanges' deadlines (none until its
 /// first exchange). While the connection idles, it stays set for its
-/// last deadline; should that pass first, the task of its last exchange
-/// is woken once for nothing.
+/// last deadline and keeps the waker of its last exchange's task: should
+/// the deadline pass first, that task is woken once for nothing, and a
+/// task that has ended stays allocated (its cell: ~512 bytes for a
+/// client connection's) until the deadline passes or the connection is
+/// reused or closed — at most one per idle connection, for at most the
+/// deadline. Letting go of the waker after each exchange costs a poll of
+/// the timer, +170 instructions per request (callgrind, h2c), a third of
+/// what keeping the timer saves.
 #[derive(Debug, Default)]
 pub struct ResponseTimer(Option<Pin<Box<Sleep>>>);
 
