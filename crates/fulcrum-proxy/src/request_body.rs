@@ -70,9 +70,13 @@ impl RequestBody {
         }
     }
 
-    /// The client's `body`, which may bring at most `limit` bytes.
+    /// The client's `body`, which may bring at most `limit` bytes. One
+    /// that has already ended (a GET's, mostly) is kept as empty: asked
+    /// once here, not again by each step that looks (an HTTP/2 body
+    /// answers under its connection's lock).
     pub fn streaming(body: ClientBody, limit: u64) -> Self {
         match body {
+            ClientBody::Hyper(body) if body.is_end_stream() => Self::Replay(None),
             ClientBody::Hyper(body) => Self::Streaming(body, limit),
             ClientBody::Quic(body) => Self::Quic(body, limit),
         }
