@@ -426,6 +426,21 @@ mod tests {
         assert_eq!(text(response).await, "PUT", "the request reached the backend on a new connection");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_request_timed_out_on_a_reused_connection_is_not_sent_again() {
+        // The backend reads the request and never answers.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (_silent, _) = listener.accept().await.unwrap();
+        let target = target(listener.local_addr().unwrap());
+        let deadline = Deadline::after(Instant::now(), Duration::from_secs(5));
+        let sent =
+            send(&target, (Connection::new(Either::Left(near)), true), request(http::Method::GET), deadline);
+        assert!(matches!(sent.await, Err(UpstreamError::ResponseTimeout)));
+        let second = std::future::poll_fn(|cx| std::task::Poll::Ready(listener.poll_accept(cx))).await;
+        assert!(second.is_pending(), "the backend was sent the request again on a new connection");
+    }
+
     #[tokio::test]
     async fn a_post_the_backend_may_have_read_or_a_new_connections_failure_is_not_sent_again() {
         let target = target(backend().await);
