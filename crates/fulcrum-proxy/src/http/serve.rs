@@ -85,6 +85,10 @@ impl Builders {
         http1
             .timer(TokioTimer::new())
             .keep_alive(true)
+            // Refusing half-closes makes hyper read while a request is in
+            // flight, so a client that leaves cancels its request and the
+            // upstream exchange (allowing them saves ~1.1K instructions
+            // per keep-alive request: that read allocates a buffer).
             .half_close(false)
             .writev(false)
             .max_buf_size(limits.max_header_bytes.max(MIN_BUFFER))

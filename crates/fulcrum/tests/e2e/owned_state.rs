@@ -2,7 +2,8 @@
 //! half-open breaker probe cut off by the request timeout must not leave
 //! the breaker stuck, a health prober must stop with the config
 //! generation that started it, whatever client connections still hold it,
-//! and a pooled backend connection ends when its backend closes it.
+//! a pooled backend connection ends when its backend closes it, and a
+//! request's upstream exchange ends when its client leaves.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -165,4 +166,42 @@ async fn a_pooled_connection_the_backend_closes_is_closed_with_no_traffic_after(
         .unwrap_or_else(|_| panic!("Fulcrum still holds the connection its backend closed:\n{}", lb.log()))
         .unwrap();
     println!("Fulcrum closed its end {} ms after the backend's FIN", waited.as_millis());
+}
+
+/// A request is owned by its client: when the client leaves before the
+/// answer, the request's upstream exchange ends with it (its backend
+/// connection closes), as nginx does by default; it does not hold the
+/// backend, a pooled connection and its place in flight until the backend
+/// answers. (hyper reads the client's connection while a request is in
+/// flight only when half-closes are refused; with them allowed, this
+/// backend would wait in vain.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_request_ends_its_upstream_exchange() {
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = backend.local_addr().unwrap();
+    let (arrived, request_arrived) = tokio::sync::oneshot::channel();
+    let backend = tokio::spawn(async move {
+        let (mut socket, _) = backend.accept().await.unwrap();
+        read_until(&mut socket, b"\r\n\r\n").await;
+        arrived.send(()).unwrap();
+        // Never answers: only the client leaving can end the exchange.
+        let n = socket.read(&mut [0u8; 64]).await.unwrap_or(0);
+        assert_eq!(n, 0, "Fulcrum sent more on an exchange whose client left");
+        Instant::now()
+    });
+    let listen = local(free_port());
+    let lb = Fulcrum::start(&http_config(listen, "round_robin", &[address], ""), listen);
+    let mut client = tokio::net::TcpStream::connect(listen).await.unwrap();
+    client.write_all(b"GET /slow HTTP/1.1\r\nHost: example.test\r\n\r\n").await.unwrap();
+    request_arrived.await.expect("the request reached the backend");
+    drop(client);
+    let left = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), backend)
+        .await
+        .unwrap_or_else(|_| panic!("the backend still serves a client that left 10 s ago:\n{}", lb.log()))
+        .unwrap();
+    println!(
+        "the upstream exchange ended {} ms after its client left",
+        closed.duration_since(left).as_millis()
+    );
 }
